@@ -1,0 +1,1 @@
+"""Small shared layer: settings from env, the column contract and pipeline config."""
