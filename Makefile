@@ -1,0 +1,63 @@
+# Mercato — one command to run, one to test. Each target creates .venv and installs when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+DATA ?=
+FORMAT ?= $(if $(DATA),events,simulated)
+PIPELINE_ARGS ?=
+PYTEST_ARGS ?=
+export PYTHONPATH := $(CURDIR)
+export PORT
+
+.PHONY: help venv run pipeline serve test lint typecheck bench ui-mlflow ui-airflow clean
+
+help:
+	@echo "make run       pipeline once on the simulated shop, then the scoring API on PORT=$(PORT)"
+	@echo "make pipeline  one run of the DAG recsys_daily [DATA=path FORMAT=simulated|events|s3rec|diginetica]"
+	@echo "make serve     the scoring API alone, on the current registry"
+	@echo "make test      lint, type check and the whole test suite"
+	@echo "make ui-mlflow / ui-airflow   the local MLflow UI (port 5000) / Airflow standalone (port 8080)"
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(PY) -m jobs.pipeline --format simulated $(PIPELINE_ARGS)
+	$(PY) -m serving.demo --port $(PORT)
+
+pipeline: venv
+	$(PY) -m jobs.pipeline --format $(FORMAT) $(if $(DATA),--data "$(DATA)") $(PIPELINE_ARGS)
+
+serve: venv
+	$(PY) -m serving
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: venv lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) -m bench.quality --profile quick
+	$(PY) -m bench.train_speed
+
+ui-mlflow: venv
+	$(PY) -m jobs.pipeline --print-env > /dev/null
+	$(VENV)/bin/mlflow ui --backend-store-uri "$$($(PY) -c 'from core.settings import get_settings; print(get_settings().tracking_uri)')" --port 5000
+
+ui-airflow: venv
+	eval "$$($(PY) -m jobs.pipeline --print-env)" && $(VENV)/bin/airflow standalone
+
+clean:
+	rm -rf .recsys

@@ -1,0 +1,185 @@
+"""
+### recsys_daily — Mercato's daily retraining loop
+
+land → ingest (Spark) → validate_raw (GX) → clean (Spark) → validate_clean (GX) → features (Spark)
+→ split (Spark) → validate_features (GX) → train_&lt;model&gt; ×N (PyTorch, one MLflow run each) → promote.
+
+A failed validation stops the run at that task with a readable report (Data Docs link in the log);
+nothing downstream runs and the serving champion stays as it was.
+
+**Params** (Trigger DAG w/ config): `dataset` (a path; empty = only what is already in the landing
+zone), `format` (`landing` | `simulated` | `events` | `s3rec` | `diginetica`), `run_date` (the last
+day of data; empty = the day before the logical date), `models`, `profile`, `protocol`, `promote`,
+`window_days` and the simulator's size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from core.config import load_config
+
+_CFG = load_config()
+ZOO: list[str] = list(_CFG["train"]["zoo"])
+DEFAULT_MODELS: list[str] = list(_CFG["train"]["models"])
+
+DATA_RETRIES = {"retries": 2, "retry_delay": dt.timedelta(seconds=30)}
+
+
+def _run_date(params: dict[str, Any]) -> dt.date:
+    """The last day of data this run covers: the ``run_date`` param, else the day before the logical date."""
+    if params.get("run_date"):
+        return dt.date.fromisoformat(str(params["run_date"]))
+    context = get_current_context()
+    anchor = context.get("logical_date") or context.get("data_interval_end") or dt.datetime.now(dt.UTC)
+    return (anchor - dt.timedelta(days=1)).date()
+
+
+def _runtime() -> tuple[dict[str, Any], dt.date, str, dict[str, Any]]:
+    """This run's params, run date, lake root and config (with the run's protocol)."""
+    from core.settings import get_settings
+
+    params = dict(get_current_context()["params"])
+    cfg = load_config()
+    cfg["split"]["protocol"] = params.get("protocol") or cfg["split"]["protocol"]
+    return params, _run_date(params), get_settings().lake, cfg
+
+
+@dag(
+    dag_id="recsys_daily",
+    schedule="@daily",
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["mercato", "recsys"],
+    doc_md=__doc__,
+    default_args={"owner": "mercato", "retries": 0},
+    params={
+        "dataset": Param("", type="string", description="Path of the data to load; empty: landing zone only."),
+        "format": Param(
+            "landing",
+            enum=["landing", "simulated", "events", "s3rec", "diginetica"],
+            description="How to read `dataset` (simulated: the seeded shop simulator, no path needed).",
+        ),
+        "run_date": Param("", type="string", description="YYYY-MM-DD; empty: the day before the logical date."),
+        "models": Param(DEFAULT_MODELS, type="array", description=f"Models to train, any of {ZOO}."),
+        "profile": Param(_CFG["train"]["profile"], enum=["quick", "full"]),
+        "protocol": Param(_CFG["split"]["protocol"], enum=["leave-one-out", "temporal"]),
+        "promote": Param(True, type="boolean", description="Promote and publish the winner if it beats the champion."),
+        "window_days": Param(_CFG["window"]["days"], type="integer", minimum=1),
+        "sim_users": Param(5000, type="integer", minimum=10),
+        "sim_items": Param(2000, type="integer", minimum=10),
+        "sim_days": Param(30, type="integer", minimum=1),
+        "seed": Param(_CFG["train"]["seed"], type="integer"),
+    },
+)
+def recsys_daily() -> None:
+    @task(**DATA_RETRIES)
+    def land() -> dict[str, Any]:
+        from core.reports import write_report
+        from jobs.loaders import land as land_data
+
+        params, run_date, lake, _ = _runtime()
+        if params["format"] == "landing":
+            report = {"format": "landing", "note": "no dataset given: processing the landing zone as it is"}
+        else:
+            report = land_data(
+                params["dataset"] or None,
+                params["format"],
+                lake,
+                run_date,
+                n_users=params["sim_users"],
+                n_items=params["sim_items"],
+                days=params["sim_days"],
+                seed=params["seed"],
+            )
+        write_report(lake, run_date, "land", report)
+        return report
+
+    def spark_job(module: str):
+        @task(task_id=module.rsplit(".", 1)[-1], **DATA_RETRIES)
+        def run_job() -> dict[str, Any]:
+            import importlib
+
+            from jobs.spark import get_spark
+
+            params, run_date, lake, cfg = _runtime()
+            job = importlib.import_module(module)
+            return job.run(lake, run_date, cfg, get_spark(), window_days=params["window_days"])
+
+        return run_job
+
+    def validation(stage: str):
+        @task(task_id=f"validate_{stage}")
+        def validate() -> dict[str, Any]:
+            from core.reports import write_report
+            from expectations.runner import validate_stage
+            from jobs.spark import get_spark
+
+            params, run_date, lake, cfg = _runtime()
+            summary = validate_stage(stage, lake, run_date, get_spark(), cfg=cfg, window_days=params["window_days"])
+            write_report(lake, run_date, f"validate_{stage}", summary)
+            return summary
+
+        return validate
+
+    def trainer(model_name: str):
+        @task(task_id=f"train_{model_name}", retries=1, retry_delay=dt.timedelta(seconds=10))
+        def train() -> dict[str, Any]:
+            from airflow.exceptions import AirflowSkipException
+
+            from core.lake import Lake
+            from core.reports import write_report
+            from models.train import train_model
+
+            params, run_date, lake, cfg = _runtime()
+            if model_name not in params["models"]:
+                raise AirflowSkipException(f"{model_name} is not in this run's models {params['models']}")
+            result = train_model(model_name, Lake(lake).gold(run_date), run_date, profile=params["profile"], cfg=cfg)
+            write_report(lake, run_date, f"train_{model_name}", result)
+            return result
+
+        return train
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def promote(candidates: list[dict[str, Any] | None]) -> dict[str, Any]:
+        from core.lake import Lake
+        from core.reports import write_report
+        from models.promote import compare_and_promote
+        from models.registry import publish_champion
+
+        params, run_date, lake, cfg = _runtime()
+        trained = [c for c in candidates if c]
+        decision = compare_and_promote(
+            trained,
+            Lake(lake).gold(run_date),
+            run_date,
+            cfg=cfg,
+            promote=bool(params["promote"]),
+            publish=publish_champion,
+        )
+        write_report(lake, run_date, "promote", decision)
+        return decision
+
+    landed = land()
+    ingested = spark_job("jobs.ingest")()
+    raw_ok = validation("raw")()
+    cleaned = spark_job("jobs.clean")()
+    clean_ok = validation("clean")()
+    featured = spark_job("jobs.features")()
+    split = spark_job("jobs.split")()
+    features_ok = validation("features")()
+    landed >> ingested >> raw_ok >> cleaned >> clean_ok >> featured >> split >> features_ok
+
+    results = []
+    for name in ZOO:
+        result = trainer(name)()
+        features_ok >> result
+        results.append(result)
+    promote(candidates=results)
+
+
+recsys_daily()

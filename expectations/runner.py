@@ -1,0 +1,350 @@
+"""Validation gates: load a stage's lake partitions with Spark, run its GX suites, write Data Docs, fail loudly.
+
+``validate_stage("raw" | "clean" | "features", ...)`` runs one GX checkpoint per table (a checkpoint
+feeds one DataFrame to its validation definitions, and each table is its own DataFrame) on a file
+context under ``<report_dir>/<run_date>/gx``; every checkpoint updates the Data Docs site at
+``<report_dir>/<run_date>/data_docs/``, so one index lists every stage of the run. Expectations run
+on the whole Spark DataFrame (cached once), never on a sample. A compact summary goes to
+``<report_dir>/<run_date>/validation_<stage>.json``; on failure ``ValidationFailed`` carries it and
+renders it as the readable report shown in the Airflow task log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.config import load_config
+from core.contract import ITEM_COL, USER_COL
+from core.lake import Lake
+from core.settings import get_settings
+from expectations.suites import LEAKED_PAIR_COL, SPLIT_COL, USER_WITHOUT_TRAIN_COL, stage_suites
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+STAGES: tuple[str, ...] = ("raw", "clean", "features")
+DATA_DOCS_SITE = "mercato_site"
+DATASOURCE = "mercato_spark"
+#: How many offending values a summary keeps per expectation (Data Docs shows the same sample).
+UNEXPECTED_SAMPLE = 10
+#: How many of them the failure message prints.
+MESSAGE_SAMPLE = 5
+
+
+class ValidationFailed(RuntimeError):
+    """A stage's data broke its suite; ``str()`` is the report a user reads in the task log."""
+
+    def __init__(self, stage: str, summary: dict[str, Any]) -> None:
+        self.stage = stage
+        self.summary = summary
+        super().__init__(format_failure(summary))
+
+    def __str__(self) -> str:
+        return format_failure(self.summary)
+
+
+def window_days_of(run_date: dt.date, window_days: int) -> list[dt.date]:
+    """The days of the run window ``[run_date - window_days + 1, run_date]``."""
+    if window_days < 1:
+        raise ValueError(f"window_days must be ≥ 1, got {window_days}")
+    return [run_date - dt.timedelta(days=offset) for offset in range(window_days - 1, -1, -1)]
+
+
+def _read_partitions(
+    spark: SparkSession, base: Path, run_date: dt.date, window_days: int, what: str
+) -> tuple[DataFrame, list[str]]:
+    days = window_days_of(run_date, window_days)
+    present = [day for day in Lake.partition_days(base) if days[0] <= day <= days[-1]]
+    if not present:
+        raise FileNotFoundError(
+            f"no {what} partition dt={days[0]}..{days[-1]} under {base}: run the job that writes it first "
+            "(or pass a run date / window_days that covers data that exists)"
+        )
+    paths = [str(base / f"dt={day.isoformat()}") for day in present]
+    return spark.read.option("basePath", str(base)).parquet(*paths), [f"dt={day.isoformat()}" for day in present]
+
+
+def _read_table(spark: SparkSession, path: Path, what: str) -> DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} table {path} is missing: run the job that writes it first")
+    return spark.read.parquet(str(path))
+
+
+def split_check_frame(
+    train: DataFrame, valid: DataFrame, test: DataFrame, user_col: str = USER_COL, item_col: str = ITEM_COL
+) -> DataFrame:
+    """Valid and test rows with the train facts the split must respect.
+
+    ``leaked_pair`` is ``"<split>:<user>|<item>"`` when that pair is also in train (else null) and
+    ``user_without_train`` is the user id when the user has no train row (else null), so a failed
+    expectation lists the offending pairs and users themselves.
+    """
+    from pyspark.sql import functions as F
+
+    held = valid.select(user_col, item_col).withColumn(SPLIT_COL, F.lit("valid"))
+    held = held.unionByName(test.select(user_col, item_col).withColumn(SPLIT_COL, F.lit("test")))
+    pairs = train.select(user_col, item_col).distinct().withColumn("_pair_in_train", F.lit(True))
+    users = train.select(user_col).distinct().withColumn("_user_in_train", F.lit(True))
+    joined = held.join(pairs, [user_col, item_col], "left").join(users, [user_col], "left")
+    leaked = F.concat(F.col(SPLIT_COL), F.lit(":"), F.col(user_col), F.lit("|"), F.col(item_col))
+    return joined.select(
+        SPLIT_COL,
+        user_col,
+        item_col,
+        F.when(F.col("_pair_in_train"), leaked).alias(LEAKED_PAIR_COL),
+        F.when(F.col("_user_in_train").isNull(), F.col(user_col)).alias(USER_WITHOUT_TRAIN_COL),
+    )
+
+
+def load_stage_tables(
+    stage: str, lake: Lake, run_date: dt.date, spark: SparkSession, window_days: int
+) -> dict[str, tuple[DataFrame, dict[str, Any]]]:
+    """The DataFrames a stage validates, keyed like ``stage_suites``, each with where it came from."""
+    if stage == "raw":
+        frame, parts = _read_partitions(spark, lake.bronze_events(), run_date, window_days, "bronze")
+        return {"bronze_events": (frame, {"path": str(lake.bronze_events()), "partitions": parts})}
+    if stage == "clean":
+        frame, parts = _read_partitions(spark, lake.silver_events(), run_date, window_days, "silver")
+        items = _read_table(spark, lake.silver_items(), "silver items")
+        return {
+            "silver_events": (frame, {"path": str(lake.silver_events()), "partitions": parts}),
+            "silver_items": (items, {"path": str(lake.silver_items())}),
+        }
+    if stage == "features":
+        gold = {
+            name: _read_table(spark, lake.gold(run_date, name), "gold")
+            for name in ("interactions", "users", "items", "split=train", "split=valid", "split=test")
+        }
+        tables = {name: (gold[name], {"path": str(lake.gold(run_date, name))}) for name in gold}
+        checks = split_check_frame(gold["split=train"], gold["split=valid"], gold["split=test"])
+        tables["split_checks"] = (checks, {"path": str(lake.gold(run_date)), "derived": "split=valid|test vs train"})
+        del tables["split=valid"], tables["split=test"]
+        return tables
+    raise ValueError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
+
+
+def _gx_context(run_dir: Path, docs_dir: Path) -> Any:
+    """A file context for the run date (results persist so Data Docs index every stage), quiet, offline."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="file", project_root_dir=str(run_dir))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    site = {
+        "class_name": "SiteBuilder",
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+    }
+    sites = context.list_data_docs_sites()
+    if DATA_DOCS_SITE not in sites:
+        context.add_data_docs_site(DATA_DOCS_SITE, site)
+    elif sites[DATA_DOCS_SITE] != site:
+        context.update_data_docs_site(DATA_DOCS_SITE, site)
+    return context
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _expectation_summary(result: Any) -> dict[str, Any]:
+    config = result.expectation_config
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "result_format")}
+    body = result.result or {}
+    entry: dict[str, Any] = {
+        "expectation": config.type,
+        "column": kwargs.get("column") or kwargs.get("column_list") or kwargs.get("column_set") and "(table)",
+        "success": bool(result.success),
+        "expected": config.description or json.dumps(_json_safe(kwargs)),
+        "kwargs": _json_safe(kwargs),
+    }
+    if entry["column"] is None:
+        entry["column"] = "(table)"
+    for key in ("observed_value", "element_count", "unexpected_count", "unexpected_percent", "missing_count"):
+        if key in body:
+            entry[key] = _json_safe(body[key])
+    if "partial_unexpected_list" in body:
+        entry["unexpected_sample"] = _json_safe(body["partial_unexpected_list"][:UNEXPECTED_SAMPLE])
+    info = result.exception_info or {}
+    if info.get("raised_exception"):
+        entry["error"] = str(info.get("exception_message"))
+    return entry
+
+
+def _run_checkpoint(
+    context: Any, stage: str, table: str, frame: DataFrame, suite: Any, run_id: Any
+) -> dict[str, Any]:
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    context.suites.add_or_update(suite)
+    source = context.data_sources.add_or_update_spark(name=DATASOURCE)
+    asset_name = f"{stage}__{table}"
+    asset = next((a for a in source.assets if a.name == asset_name), None) or source.add_dataframe_asset(asset_name)
+    batch = next((b for b in asset.batch_definitions if b.name == "whole"), None)
+    batch = batch or asset.add_batch_definition_whole_dataframe("whole")
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"{stage}__{table}", data=batch, suite=context.suites.get(suite.name))
+    )
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=f"{stage}__{table}",
+            validation_definitions=[definition],
+            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": UNEXPECTED_SAMPLE},
+        )
+    )
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
+    (suite_result,) = outcome.run_results.values()
+    expectations = [_expectation_summary(r) for r in suite_result.results]
+    failed_first = sorted(expectations, key=lambda e: e["success"])
+    return {"suite": suite.name, "success": bool(suite_result.success), "expectations": failed_first}
+
+
+def validate_stage(
+    stage: str,
+    lake_root: str | os.PathLike[str],
+    run_date: dt.date | str,
+    spark: SparkSession,
+    cfg: dict[str, Any] | None = None,
+    report_dir: str | os.PathLike[str] | None = None,
+    window_days: int | None = None,
+) -> dict[str, Any]:
+    """Validate one stage's partitions of ``run_date``; return the summary or raise ``ValidationFailed``.
+
+    ``window_days`` is the run window for ``raw``/``clean`` (the days ``[run_date - window_days + 1,
+    run_date]`` that exist; default ``cfg["window"]["days"]``); ``features`` validates ``gold/<run_date>``.
+    """
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
+    run_day = dt.date.fromisoformat(run_date) if isinstance(run_date, str) else run_date
+    cfg = cfg if cfg is not None else load_config()
+    suites = stage_suites(stage, cfg)
+    if window_days is None:
+        try:
+            window_days = int(cfg["window"]["days"])
+        except KeyError:
+            raise KeyError("pass window_days or set [window] days in config/recsys.toml") from None
+    run_dir = Path(report_dir if report_dir is not None else get_settings().reports) / run_day.isoformat()
+    docs_dir = run_dir / "data_docs"
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    tables = load_stage_tables(stage, Lake(lake_root), run_day, spark, window_days)
+    context = _gx_context(run_dir, docs_dir)
+    run_id = RunIdentifier(run_name=f"{stage}-{run_day.isoformat()}", run_time=dt.datetime.now(dt.UTC))
+    summary: dict[str, Any] = {
+        "stage": stage,
+        "run_date": run_day.isoformat(),
+        "window_days": window_days,
+        "success": True,
+        "tables": {},
+    }
+    for table, suite in suites.items():
+        frame, origin = tables[table]
+        frame = frame.cache()
+        try:
+            rows = frame.count()
+            result = _run_checkpoint(context, stage, table, frame, suite, run_id)
+        finally:
+            frame.unpersist()
+        summary["tables"][table] = {**origin, "rows": rows, **result}
+        summary["success"] = summary["success"] and result["success"]
+    summary["data_docs"] = str(docs_dir / "index.html")
+    summary["summary_path"] = str(run_dir / f"validation_{stage}.json")
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    Path(summary["summary_path"]).write_text(json.dumps(summary, indent=2, default=str))
+    log.info("validation %s %s: %s in %.1fs", stage, run_day, "passed" if summary["success"] else "FAILED", summary["seconds"])
+    if not summary["success"]:
+        raise ValidationFailed(stage, summary)
+    return summary
+
+
+def _observed(entry: dict[str, Any]) -> str:
+    if "error" in entry:
+        return f"the check itself failed: {entry['error']}"
+    if entry.get("unexpected_count") is not None:
+        count, total = entry["unexpected_count"], entry.get("element_count")
+        pct = entry.get("unexpected_percent")
+        share = f" ({pct:.3g}% of non-null values)" if isinstance(pct, int | float) else ""
+        of = f" of {total:,}" if isinstance(total, int) else ""
+        return f"{count:,}{of} rows unexpected{share}"
+    if "observed_value" in entry:
+        return f"{entry['observed_value']}"
+    return "no observation recorded"
+
+
+def format_failure(summary: dict[str, Any]) -> str:
+    """A multi-line report of a failed stage: each broken expectation, what was expected, what was seen."""
+    failed = [(t, e) for t, tbl in summary["tables"].items() for e in tbl["expectations"] if not e["success"]]
+    total = sum(len(tbl["expectations"]) for tbl in summary["tables"].values())
+    lines = [
+        f"Data validation FAILED for stage '{summary['stage']}' (run {summary['run_date']}): "
+        f"{len(failed)} of {total} expectations broken."
+    ]
+    for table, tbl in summary["tables"].items():
+        broken = [e for e in tbl["expectations"] if not e["success"]]
+        if not broken:
+            continue
+        where = ", ".join(tbl.get("partitions", [])) or tbl.get("path", "")
+        lines.append(f"  table {table} (suite {tbl['suite']}, {tbl['rows']:,} rows; {where}):")
+        for entry in broken:
+            lines.append(f"    ✗ column {entry['column']}: {entry['expectation']}")
+            lines.append(f"        expected: {entry['expected']}")
+            lines.append(f"        observed: {_observed(entry)}")
+            sample = entry.get("unexpected_sample")
+            if sample:
+                shown = ", ".join(repr(v) for v in sample[:MESSAGE_SAMPLE])
+                more = " …" if len(sample) > MESSAGE_SAMPLE or entry.get("unexpected_count", 0) > len(sample) else ""
+                lines.append(f"        offending values: {shown}{more}")
+    lines.append(f"  Data Docs: {summary.get('data_docs', '(not written)')}")
+    lines.append(f"  Summary:   {summary.get('summary_path', '(not written)')}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: ``python -m expectations.runner --stage raw --lake PATH --run-date D``; exit 1 on a failed gate."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--lake", default=None, help="lake root (default: RECSYS_LAKE_URI / <home>/lake)")
+    parser.add_argument("--run-date", required=True, type=dt.date.fromisoformat, help="YYYY-MM-DD")
+    parser.add_argument("--window-days", type=int, default=None, help="days ending at the run date (default: config)")
+    parser.add_argument("--report-dir", default=None, help="default: RECSYS_REPORTS_DIR / <home>/reports")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from jobs.spark import get_spark
+
+    spark = get_spark("mercato-validate")
+    try:
+        summary = validate_stage(
+            args.stage,
+            args.lake or get_settings().lake,
+            args.run_date,
+            spark,
+            report_dir=args.report_dir,
+            window_days=args.window_days,
+        )
+    except ValidationFailed as failure:
+        print(str(failure), file=sys.stderr)
+        return 1
+    print(json.dumps({k: summary[k] for k in ("stage", "run_date", "success", "data_docs", "seconds")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

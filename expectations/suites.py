@@ -1,0 +1,283 @@
+"""Great Expectations suites for every gated table, defined in code.
+
+Each builder is a pure function: thresholds come in as arguments (the runner reads them from
+``config/recsys.toml`` ``[validation]``), so a suite is reproducible from the config in force.
+Every expectation carries a ``description`` that says what must hold and why; the runner shows it
+as the "expected" line of a failure report and Data Docs renders it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+
+from core.contract import (
+    AVAILABLE_COL,
+    EVENT_COLUMNS,
+    EVENT_ID_COL,
+    EVENT_TYPE_COL,
+    EVENT_TYPES,
+    ITEM_COL,
+    PRICE_COL,
+    QUANTITY_COL,
+    REQUIRED_EVENT_COLUMNS,
+    TS_COL,
+    USER_COL,
+    WEIGHT_COL,
+)
+
+#: Columns of the derived split-check frame (see ``expectations.runner.split_check_frame``).
+SPLIT_COL = "split"
+LEAKED_PAIR_COL = "leaked_pair"
+USER_WITHOUT_TRAIN_COL = "user_without_train"
+
+#: Share of silver events that must carry a price when the config does not say
+#: (clean keeps a null price when the catalogue has none for the item).
+DEFAULT_CLEAN_MIN_PRICE_FRACTION = 0.95
+
+#: Suite names per table, the unit the runner validates.
+RAW_EVENTS = "raw_events"
+CLEAN_EVENTS = "clean_events"
+ITEMS = "items"
+GOLD_INTERACTIONS = "features_interactions"
+GOLD_USERS = "features_users"
+GOLD_ITEMS = "features_items"
+GOLD_TRAIN = "features_split_train"
+GOLD_SPLIT_CHECKS = "features_split_checks"
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.4g}%"
+
+
+def _not_null(column: str, why: str, mostly: float = 1.0) -> gxe.Expectation:
+    share = "never null" if mostly >= 1.0 else f"non-null on at least {_pct(mostly)} of rows"
+    return gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=mostly, description=f"{column} is {share} ({why})")
+
+
+def _min_value(column: str, minimum: float, why: str, strict: bool = False) -> gxe.Expectation:
+    op = ">" if strict else "≥"
+    return gxe.ExpectColumnValuesToBeBetween(
+        column=column,
+        min_value=minimum,
+        strict_min=strict,
+        description=f"{column} {op} {minimum:g} wherever present ({why})",
+    )
+
+
+def _unique(column: str, why: str) -> gxe.Expectation:
+    return gxe.ExpectColumnValuesToBeUnique(column=column, description=f"{column} is unique ({why})")
+
+
+def _fraction(name: str, value: Any) -> float:
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"validation.{name} must be a number in [0, 1], got {value!r}: fix config/recsys.toml") from None
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"validation.{name} must be in [0, 1], got {fraction}: fix config/recsys.toml")
+    return fraction
+
+
+def raw_events_suite(
+    unknown_event_type_max_fraction: float,
+    missing_price_max_fraction: float,
+    event_types: tuple[str, ...] = EVENT_TYPES,
+) -> gx.ExpectationSuite:
+    """Bronze events of the run window: the contract's hard rules, with tolerance only for what clean repairs."""
+    unknown = _fraction("raw_unknown_event_type_max_fraction", unknown_event_type_max_fraction)
+    missing_price = _fraction("raw_missing_price_max_fraction", missing_price_max_fraction)
+    suite = gx.ExpectationSuite(name=RAW_EVENTS)
+    suite.add_expectation(
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=list(EVENT_COLUMNS),
+            exact_match=False,
+            description=f"bronze events carry every contract column: {', '.join(EVENT_COLUMNS)}",
+        )
+    )
+    suite.add_expectation(
+        gxe.ExpectTableRowCountToBeBetween(min_value=1, description="the run window holds at least one event")
+    )
+    for column in (USER_COL, ITEM_COL, TS_COL):
+        suite.add_expectation(_not_null(column, "the contract requires it on every event"))
+    suite.add_expectation(
+        _not_null(EVENT_TYPE_COL, "clean drops the rest; raw_unknown_event_type_max_fraction", mostly=1.0 - unknown)
+    )
+    suite.add_expectation(
+        gxe.ExpectColumnValuesToBeInSet(
+            column=EVENT_TYPE_COL,
+            value_set=list(event_types),
+            mostly=1.0 - unknown,
+            description=(
+                f"{EVENT_TYPE_COL} is one of {', '.join(event_types)} on at least {_pct(1.0 - unknown)} of rows "
+                "(clean drops the rest; raw_unknown_event_type_max_fraction)"
+            ),
+        )
+    )
+    suite.add_expectation(_min_value(PRICE_COL, 0, "a negative price is a broken feed, never tolerated"))
+    suite.add_expectation(
+        _not_null(PRICE_COL, "clean fills the rest from the catalogue; raw_missing_price_max_fraction", 1 - missing_price)
+    )
+    suite.add_expectation(_min_value(QUANTITY_COL, 1, "an event moves at least one unit"))
+    return suite
+
+
+def clean_events_suite(
+    min_events: int,
+    min_price_fraction: float = DEFAULT_CLEAN_MIN_PRICE_FRACTION,
+    event_types: tuple[str, ...] = EVENT_TYPES,
+) -> gx.ExpectationSuite:
+    """Silver events of the run window: everything clean promises, strictly."""
+    price_fraction = _fraction("clean_min_price_fraction", min_price_fraction)
+    suite = gx.ExpectationSuite(name=CLEAN_EVENTS)
+    suite.add_expectation(
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=int(min_events),
+            description=f"at least {int(min_events)} clean events in the window (validation.min_clean_events)",
+        )
+    )
+    for column in (EVENT_ID_COL, *REQUIRED_EVENT_COLUMNS):
+        suite.add_expectation(_not_null(column, "clean drops rows without it"))
+    suite.add_expectation(
+        gxe.ExpectColumnValuesToBeInSet(
+            column=EVENT_TYPE_COL,
+            value_set=list(event_types),
+            description=f"{EVENT_TYPE_COL} is one of {', '.join(event_types)} (clean drops unknown types)",
+        )
+    )
+    suite.add_expectation(_unique(EVENT_ID_COL, "clean removes duplicates by event_id"))
+    suite.add_expectation(_min_value(PRICE_COL, 0, "clean never lets a negative price through"))
+    suite.add_expectation(
+        _not_null(PRICE_COL, "clean fills prices from the catalogue; validation.clean_min_price_fraction", price_fraction)
+    )
+    return suite
+
+
+def items_suite() -> gx.ExpectationSuite:
+    """Silver items: one row per item, sane prices, a boolean availability flag."""
+    suite = gx.ExpectationSuite(name=ITEMS)
+    suite.add_expectation(_not_null(ITEM_COL, "every catalogue row names its item"))
+    suite.add_expectation(_unique(ITEM_COL, "silver items hold one row per item"))
+    suite.add_expectation(_min_value(PRICE_COL, 0, "a negative catalogue price is never valid"))
+    suite.add_expectation(
+        gxe.ExpectColumnValuesToBeOfType(
+            column=AVAILABLE_COL, type_="BooleanType", description=f"{AVAILABLE_COL} is a boolean column"
+        )
+    )
+    return suite
+
+
+def interactions_suite(min_users: int, min_items: int, name: str = GOLD_INTERACTIONS) -> gx.ExpectationSuite:
+    """Gold interactions (also used for ``split=train``): one positive-weight row per (user, item), enough of both."""
+    suite = gx.ExpectationSuite(name=name)
+    for column in (USER_COL, ITEM_COL):
+        suite.add_expectation(_not_null(column, "every interaction names its user and item"))
+    suite.add_expectation(_min_value(WEIGHT_COL, 0, "a kept interaction always has a positive weight", strict=True))
+    suite.add_expectation(
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=[USER_COL, ITEM_COL],
+            description="(user_id, item_id) is unique: features aggregates events into one row per pair",
+        )
+    )
+    suite.add_expectation(
+        gxe.ExpectColumnUniqueValueCountToBeBetween(
+            column=USER_COL,
+            min_value=int(min_users),
+            description=f"at least {int(min_users)} distinct users (validation.min_users)",
+        )
+    )
+    suite.add_expectation(
+        gxe.ExpectColumnUniqueValueCountToBeBetween(
+            column=ITEM_COL,
+            min_value=int(min_items),
+            description=f"at least {int(min_items)} distinct items (validation.min_items)",
+        )
+    )
+    return suite
+
+
+def gold_users_suite() -> gx.ExpectationSuite:
+    """Gold users: one row per user."""
+    suite = gx.ExpectationSuite(name=GOLD_USERS)
+    suite.add_expectation(_not_null(USER_COL, "every user row names its user"))
+    suite.add_expectation(_unique(USER_COL, "gold users hold one row per user"))
+    return suite
+
+
+def gold_items_suite() -> gx.ExpectationSuite:
+    """Gold items: one row per item, price band in 0..5, no negative price."""
+    suite = gx.ExpectationSuite(name=GOLD_ITEMS)
+    suite.add_expectation(_not_null(ITEM_COL, "every item row names its item"))
+    suite.add_expectation(_unique(ITEM_COL, "gold items hold one row per item"))
+    suite.add_expectation(_min_value(PRICE_COL, 0, "a negative price is never valid"))
+    suite.add_expectation(
+        gxe.ExpectColumnValuesToBeBetween(
+            column="price_band",
+            min_value=0,
+            max_value=5,
+            description="price_band is a quintile 1..5, or 0 when the price is unknown",
+        )
+    )
+    return suite
+
+
+def split_checks_suite() -> gx.ExpectationSuite:
+    """Valid/test rows against train: no held-out pair seen in train, every held-out user has train history."""
+    suite = gx.ExpectationSuite(name=GOLD_SPLIT_CHECKS)
+    suite.add_expectation(
+        gxe.ExpectTableRowCountToBeBetween(min_value=1, description="valid + test hold at least one row to evaluate on")
+    )
+    suite.add_expectation(
+        gxe.ExpectColumnValuesToBeNull(
+            column=LEAKED_PAIR_COL,
+            description="no (user_id, item_id) of valid/test is present in train (it would leak the answer)",
+        )
+    )
+    suite.add_expectation(
+        gxe.ExpectColumnValuesToBeNull(
+            column=USER_WITHOUT_TRAIN_COL,
+            description="every valid/test user_id also appears in train (models need a history to score)",
+        )
+    )
+    return suite
+
+
+def validation_thresholds(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The ``[validation]`` section with every key the suites need, naming a missing one."""
+    try:
+        section = cfg["validation"]
+    except KeyError:
+        raise KeyError("config has no [validation] section: add it to config/recsys.toml") from None
+    required = ("raw_unknown_event_type_max_fraction", "raw_missing_price_max_fraction", "min_clean_events")
+    required += ("min_users", "min_items")
+    missing = [key for key in required if key not in section]
+    if missing:
+        raise KeyError(f"[validation] lacks {', '.join(missing)}: add them to config/recsys.toml")
+    return {**section, "clean_min_price_fraction": section.get("clean_min_price_fraction", DEFAULT_CLEAN_MIN_PRICE_FRACTION)}
+
+
+def stage_suites(stage: str, cfg: dict[str, Any]) -> dict[str, gx.ExpectationSuite]:
+    """The suites a pipeline stage runs, keyed by the table each one validates."""
+    v = validation_thresholds(cfg)
+    if stage == "raw":
+        return {
+            "bronze_events": raw_events_suite(
+                v["raw_unknown_event_type_max_fraction"], v["raw_missing_price_max_fraction"]
+            )
+        }
+    if stage == "clean":
+        return {
+            "silver_events": clean_events_suite(v["min_clean_events"], v["clean_min_price_fraction"]),
+            "silver_items": items_suite(),
+        }
+    if stage == "features":
+        return {
+            "interactions": interactions_suite(v["min_users"], v["min_items"]),
+            "users": gold_users_suite(),
+            "items": gold_items_suite(),
+            "split=train": interactions_suite(1, 1, name=GOLD_TRAIN),
+            "split_checks": split_checks_suite(),
+        }
+    raise ValueError(f"unknown stage {stage!r}: choose one of raw, clean, features")

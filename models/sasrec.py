@@ -1,0 +1,264 @@
+"""SASRec: a causal self-attentive sequence model trained with full softmax cross-entropy.
+
+Loss over *all* items at every non-padded position (Klenitskiy & Vasilev, "Turning Dross Into Gold
+Loss", RecSys 2023) rather than one sampled negative per positive: on Amazon Beauty this is the
+difference between the published 0.032 and ~0.05 NDCG@10. Input and output item embeddings are tied,
+so the serving form is: user vector = transformer output at the last position of the user's most
+recent items, item matrix = item embeddings; a new event changes the next request's vector.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from models.base import EpochCallback, Recommender, register
+from models.data import TrainData
+
+
+
+def pad_left(seqs: Sequence[np.ndarray], max_len: int, shift: int = 1) -> np.ndarray:
+    """(len(seqs), max_len) int64 of the last ``max_len`` items of each sequence, +``shift``, left-padded with 0."""
+    out = np.zeros((len(seqs), max_len), dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        tail = np.asarray(seq, dtype=np.int64)[-max_len:]
+        if len(tail):
+            out[row, max_len - len(tail) :] = tail + shift
+    return out
+
+
+# ---- training helpers shared by the torch models (sasrec, two_tower) ------------------------------
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error naming the fix."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA device is visible; use device='auto' or 'cpu'")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python-free RNGs that training touches (numpy, torch CPU and CUDA)."""
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def autocast_context(device: torch.device) -> Any:
+    """Mixed precision (bf16 autocast) on CUDA; a no-op context on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class EarlyStopping:
+    """Track the best validation score and a copy of the weights that reached it."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best = -math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def update(self, score: float, epoch: int, module: nn.Module) -> None:
+        if score > self.best:
+            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in module.state_dict().items()})
+        else:
+            self.bad_epochs += 1
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def restore(self, module: nn.Module) -> None:
+        """Load the best weights back (no-op when no validation score was recorded)."""
+        if self.best_state is not None:
+            module.load_state_dict(self.best_state)
+
+
+def validation_ndcg(model: Recommender, data: TrainData, k: int = 10, chunk: int = 2048) -> float:
+    """Mean NDCG@k of ``data.valid`` targets under full ranking, train history excluded.
+
+    Rank = number of non-history items scoring strictly above the target; used for early stopping,
+    so it is cheap (no sort) and exactly the metric the stopping rule names.
+    """
+    users = np.fromiter(data.valid.keys(), dtype=np.int64, count=len(data.valid))
+    if len(users) == 0:
+        return 0.0
+    gains = 0.0
+    n_targets = 0
+    for start in range(0, len(users), chunk):
+        batch = users[start : start + chunk]
+        hists = [data.sequences[u] for u in batch]
+        scores = model.score(batch, hists)
+        for row, user in enumerate(batch):
+            if len(hists[row]):
+                scores[row, hists[row]] = -np.inf
+            for target in np.asarray(data.valid[int(user)]).ravel():
+                rank = int((scores[row] > scores[row, target]).sum())
+                n_targets += 1
+                if rank < k:
+                    gains += 1.0 / math.log2(rank + 2)
+    return gains / max(n_targets, 1)
+
+
+class SASRecNet(nn.Module):
+    """Item + learned position embeddings → pre-LN causal transformer blocks → final LayerNorm."""
+
+    def __init__(self, n_items: int, hidden: int, n_blocks: int, n_heads: int, max_len: int, dropout: float) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.item_emb = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+        self.pos_emb = nn.Embedding(max_len, hidden)
+        self.emb_dropout = nn.Dropout(dropout)
+        self.n_heads = n_heads
+        layer = nn.TransformerEncoderLayer(
+            d_model=hidden,
+            nhead=n_heads,
+            dim_feedforward=hidden,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers=n_blocks, enable_nested_tensor=False)
+        self.final_norm = nn.LayerNorm(hidden)
+        nn.init.normal_(self.item_emb.weight, std=1.0 / math.sqrt(hidden))
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, L) padded item ids (0 = pad) → (B, L, hidden) states; position t sees items ≤ t only."""
+        bsz, length = seq.shape
+        pad = seq == 0
+        pos = torch.arange(length, device=seq.device)
+        x = self.item_emb(seq) * math.sqrt(self.hidden) + self.pos_emb(pos)[None]
+        x = self.emb_dropout(x) * (~pad).unsqueeze(-1)
+        causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seq.device), diagonal=1)
+        blocked = causal[None] | pad[:, None, :]
+        blocked = blocked & ~torch.eye(length, dtype=torch.bool, device=seq.device)[None]
+        mask = torch.zeros(bsz, length, length, device=seq.device, dtype=x.dtype)
+        mask = mask.masked_fill(blocked, float("-inf")).repeat_interleave(self.n_heads, dim=0)
+        h = self.encoder(x, mask=mask)
+        return self.final_norm(h)
+
+    def output_items(self) -> torch.Tensor:
+        """Output item embeddings (n_items, hidden), tied with the input ones, without the pad row."""
+        return self.item_emb.weight[1:]
+
+
+@register
+class SASRec(Recommender):
+    """Self-attentive sequential recommender (SASRec) with full cross-entropy over the catalogue."""
+
+    name = "sasrec"
+    defaults = {
+        "full": {
+            "hidden": 64,
+            "n_blocks": 2,
+            "n_heads": 1,
+            "max_len": 50,
+            "dropout": 0.5,
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+            "batch_size": 128,
+            "epochs": 200,
+            "patience": 10,
+            "eval_every": 1,
+            "max_minutes": 25.0,
+        },
+        "quick": {"epochs": 12, "patience": 3, "max_minutes": 2.0},
+    }
+
+    def _fit(self, data: TrainData, callback: EpochCallback | None) -> None:
+        p = self.params
+        seed_everything(int(p["seed"]))
+        device = pick_device(str(p["device"]))
+        self._device = device
+        max_len = int(p["max_len"])
+        seqs = [s for s in data.sequences if len(s) >= 2]
+        if not seqs:
+            raise ValueError("sasrec: no user has 2+ train items in data.sequences; cannot train a sequence model")
+        tokens = pad_left(seqs, max_len + 1)
+        inputs, targets = torch.from_numpy(tokens[:, :-1]), torch.from_numpy(tokens[:, 1:])
+        self.net = SASRecNet(data.n_items, int(p["hidden"]), int(p["n_blocks"]), int(p["n_heads"]), max_len, float(p["dropout"])).to(device)
+        opt = torch.optim.Adam(self.net.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
+        stopper = EarlyStopping(int(p["patience"]))
+        gen = torch.Generator().manual_seed(int(p["seed"]))
+        batch = int(p["batch_size"])
+        deadline = time.monotonic() + 60.0 * float(p["max_minutes"])
+        for epoch in range(1, int(p["epochs"]) + 1):
+            self.net.train()
+            order = torch.randperm(len(inputs), generator=gen)
+            total, n_pos = 0.0, 0
+            bar = tqdm(range(0, len(order), batch), desc=f"sasrec epoch {epoch}", file=sys.stderr, leave=False)
+            for start in bar:
+                idx = order[start : start + batch]
+                x, y = inputs[idx].to(device), targets[idx].to(device)
+                with autocast_context(device):
+                    h = self.net(x)
+                    keep = y > 0
+                    logits = h[keep] @ self.net.output_items().T
+                    loss = nn.functional.cross_entropy(logits.float(), y[keep] - 1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss) * int(keep.sum())
+                n_pos += int(keep.sum())
+            metrics = {"loss": total / max(n_pos, 1)}
+            if data.valid and epoch % int(p["eval_every"]) == 0:
+                metrics["val_ndcg@10"] = validation_ndcg(self, data, k=10)
+                stopper.update(metrics["val_ndcg@10"], epoch, self.net)
+            self.history.append({"epoch": float(epoch), **metrics})
+            if callback is not None:
+                callback(epoch, metrics)
+            if stopper.should_stop or time.monotonic() > deadline:
+                break
+        stopper.restore(self.net)
+        self.net.eval()
+        self.params["best_epoch"] = stopper.best_epoch
+
+    # ---- scoring --------------------------------------------------------------------------
+    def user_vectors(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Last-position transformer output over each user's last ``max_len`` items; zeros for an empty history."""
+        max_len = int(self.params["max_len"])
+        out = np.zeros((len(histories), int(self.params["hidden"])), dtype=np.float32)
+        nonempty = [i for i, h in enumerate(histories) if len(h)]
+        if not nonempty:
+            return out
+        tokens = torch.from_numpy(pad_left([histories[i] for i in nonempty], max_len))
+        device = next(self.net.parameters()).device
+        self.net.eval()
+        vecs = []
+        with torch.no_grad():
+            for start in range(0, len(tokens), 1024):
+                vecs.append(self.net(tokens[start : start + 1024].to(device))[:, -1, :].float().cpu())
+        out[nonempty] = torch.cat(vecs).numpy()
+        return out
+
+    def item_matrix(self) -> np.ndarray:
+        return self.net.output_items().detach().float().cpu().numpy()
+
+    # ---- persistence ----------------------------------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+
+    def _restore(self, state: dict[str, np.ndarray]) -> None:
+        p = self.params
+        n_items = state["item_emb.weight"].shape[0] - 1
+        self.net = SASRecNet(n_items, int(p["hidden"]), int(p["n_blocks"]), int(p["n_heads"]), int(p["max_len"]), float(p["dropout"]))
+        self.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+        self.net.eval()
