@@ -165,13 +165,11 @@ def _expectation_summary(result: Any) -> dict[str, Any]:
     body = result.result or {}
     entry: dict[str, Any] = {
         "expectation": config.type,
-        "column": kwargs.get("column") or kwargs.get("column_list") or kwargs.get("column_set") and "(table)",
+        "column": kwargs.get("column") or kwargs.get("column_list") or "(table)",
         "success": bool(result.success),
         "expected": config.description or json.dumps(_json_safe(kwargs)),
         "kwargs": _json_safe(kwargs),
     }
-    if entry["column"] is None:
-        entry["column"] = "(table)"
     for key in ("observed_value", "element_count", "unexpected_count", "unexpected_percent", "missing_count"):
         if key in body:
             entry[key] = _json_safe(body[key])
@@ -183,9 +181,7 @@ def _expectation_summary(result: Any) -> dict[str, Any]:
     return entry
 
 
-def _run_checkpoint(
-    context: Any, stage: str, table: str, frame: DataFrame, suite: Any, run_id: Any
-) -> dict[str, Any]:
+def _run_checkpoint(context: Any, stage: str, table: str, frame: DataFrame, suite: Any, run_id: Any) -> dict[str, Any]:
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
 
@@ -268,7 +264,13 @@ def validate_stage(
     summary["summary_path"] = str(run_dir / f"validation_{stage}.json")
     summary["seconds"] = round(time.perf_counter() - started, 3)
     Path(summary["summary_path"]).write_text(json.dumps(summary, indent=2, default=str))
-    log.info("validation %s %s: %s in %.1fs", stage, run_day, "passed" if summary["success"] else "FAILED", summary["seconds"])
+    log.info(
+        "validation %s %s: %s in %.1fs",
+        stage,
+        run_day,
+        "passed" if summary["success"] else "FAILED",
+        summary["seconds"],
+    )
     if not summary["success"]:
         raise ValidationFailed(stage, summary)
     return summary

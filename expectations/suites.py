@@ -48,6 +48,14 @@ GOLD_TRAIN = "features_split_train"
 GOLD_SPLIT_CHECKS = "features_split_checks"
 
 
+def _suite(name: str, expectations: list[gxe.Expectation]) -> gx.ExpectationSuite:
+    """A suite holding exactly ``expectations`` (GX only logs an invalid one; here it is an error)."""
+    suite = gx.ExpectationSuite(name=name, expectations=expectations)
+    if len(suite.expectations) != len(expectations):
+        raise ValueError(f"suite {name}: {len(expectations) - len(suite.expectations)} expectation(s) are invalid")
+    return suite
+
+
 def _pct(fraction: float) -> str:
     return f"{100 * fraction:.4g}%"
 
@@ -75,7 +83,9 @@ def _fraction(name: str, value: Any) -> float:
     try:
         fraction = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"validation.{name} must be a number in [0, 1], got {value!r}: fix config/recsys.toml") from None
+        raise ValueError(
+            f"validation.{name} must be a number in [0, 1], got {value!r}: fix config/recsys.toml"
+        ) from None
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"validation.{name} must be in [0, 1], got {fraction}: fix config/recsys.toml")
     return fraction
@@ -89,23 +99,24 @@ def raw_events_suite(
     """Bronze events of the run window: the contract's hard rules, with tolerance only for what clean repairs."""
     unknown = _fraction("raw_unknown_event_type_max_fraction", unknown_event_type_max_fraction)
     missing_price = _fraction("raw_missing_price_max_fraction", missing_price_max_fraction)
-    suite = gx.ExpectationSuite(name=RAW_EVENTS)
-    suite.add_expectation(
+    expectations: list[gxe.Expectation] = []
+    name_ = RAW_EVENTS
+    expectations.append(
         gxe.ExpectTableColumnsToMatchSet(
             column_set=list(EVENT_COLUMNS),
             exact_match=False,
             description=f"bronze events carry every contract column: {', '.join(EVENT_COLUMNS)}",
         )
     )
-    suite.add_expectation(
+    expectations.append(
         gxe.ExpectTableRowCountToBeBetween(min_value=1, description="the run window holds at least one event")
     )
     for column in (USER_COL, ITEM_COL, TS_COL):
-        suite.add_expectation(_not_null(column, "the contract requires it on every event"))
-    suite.add_expectation(
+        expectations.append(_not_null(column, "the contract requires it on every event"))
+    expectations.append(
         _not_null(EVENT_TYPE_COL, "clean drops the rest; raw_unknown_event_type_max_fraction", mostly=1.0 - unknown)
     )
-    suite.add_expectation(
+    expectations.append(
         gxe.ExpectColumnValuesToBeInSet(
             column=EVENT_TYPE_COL,
             value_set=list(event_types),
@@ -116,12 +127,14 @@ def raw_events_suite(
             ),
         )
     )
-    suite.add_expectation(_min_value(PRICE_COL, 0, "a negative price is a broken feed, never tolerated"))
-    suite.add_expectation(
-        _not_null(PRICE_COL, "clean fills the rest from the catalogue; raw_missing_price_max_fraction", 1 - missing_price)
+    expectations.append(_min_value(PRICE_COL, 0, "a negative price is a broken feed, never tolerated"))
+    expectations.append(
+        _not_null(
+            PRICE_COL, "clean fills the rest from the catalogue; raw_missing_price_max_fraction", 1 - missing_price
+        )
     )
-    suite.add_expectation(_min_value(QUANTITY_COL, 1, "an event moves at least one unit"))
-    return suite
+    expectations.append(_min_value(QUANTITY_COL, 1, "an event moves at least one unit"))
+    return _suite(name_, expectations)
 
 
 def clean_events_suite(
@@ -131,88 +144,95 @@ def clean_events_suite(
 ) -> gx.ExpectationSuite:
     """Silver events of the run window: everything clean promises, strictly."""
     price_fraction = _fraction("clean_min_price_fraction", min_price_fraction)
-    suite = gx.ExpectationSuite(name=CLEAN_EVENTS)
-    suite.add_expectation(
+    expectations: list[gxe.Expectation] = []
+    name_ = CLEAN_EVENTS
+    expectations.append(
         gxe.ExpectTableRowCountToBeBetween(
             min_value=int(min_events),
             description=f"at least {int(min_events)} clean events in the window (validation.min_clean_events)",
         )
     )
     for column in (EVENT_ID_COL, *REQUIRED_EVENT_COLUMNS):
-        suite.add_expectation(_not_null(column, "clean drops rows without it"))
-    suite.add_expectation(
+        expectations.append(_not_null(column, "clean drops rows without it"))
+    expectations.append(
         gxe.ExpectColumnValuesToBeInSet(
             column=EVENT_TYPE_COL,
             value_set=list(event_types),
             description=f"{EVENT_TYPE_COL} is one of {', '.join(event_types)} (clean drops unknown types)",
         )
     )
-    suite.add_expectation(_unique(EVENT_ID_COL, "clean removes duplicates by event_id"))
-    suite.add_expectation(_min_value(PRICE_COL, 0, "clean never lets a negative price through"))
-    suite.add_expectation(
-        _not_null(PRICE_COL, "clean fills prices from the catalogue; validation.clean_min_price_fraction", price_fraction)
+    expectations.append(_unique(EVENT_ID_COL, "clean removes duplicates by event_id"))
+    expectations.append(_min_value(PRICE_COL, 0, "clean never lets a negative price through"))
+    expectations.append(
+        _not_null(
+            PRICE_COL, "clean fills prices from the catalogue; validation.clean_min_price_fraction", price_fraction
+        )
     )
-    return suite
+    return _suite(name_, expectations)
 
 
 def items_suite() -> gx.ExpectationSuite:
     """Silver items: one row per item, sane prices, a boolean availability flag."""
-    suite = gx.ExpectationSuite(name=ITEMS)
-    suite.add_expectation(_not_null(ITEM_COL, "every catalogue row names its item"))
-    suite.add_expectation(_unique(ITEM_COL, "silver items hold one row per item"))
-    suite.add_expectation(_min_value(PRICE_COL, 0, "a negative catalogue price is never valid"))
-    suite.add_expectation(
+    expectations: list[gxe.Expectation] = []
+    name_ = ITEMS
+    expectations.append(_not_null(ITEM_COL, "every catalogue row names its item"))
+    expectations.append(_unique(ITEM_COL, "silver items hold one row per item"))
+    expectations.append(_min_value(PRICE_COL, 0, "a negative catalogue price is never valid"))
+    expectations.append(
         gxe.ExpectColumnValuesToBeOfType(
             column=AVAILABLE_COL, type_="BooleanType", description=f"{AVAILABLE_COL} is a boolean column"
         )
     )
-    return suite
+    return _suite(name_, expectations)
 
 
 def interactions_suite(min_users: int, min_items: int, name: str = GOLD_INTERACTIONS) -> gx.ExpectationSuite:
     """Gold interactions (also used for ``split=train``): one positive-weight row per (user, item), enough of both."""
-    suite = gx.ExpectationSuite(name=name)
+    expectations: list[gxe.Expectation] = []
+    name_ = name
     for column in (USER_COL, ITEM_COL):
-        suite.add_expectation(_not_null(column, "every interaction names its user and item"))
-    suite.add_expectation(_min_value(WEIGHT_COL, 0, "a kept interaction always has a positive weight", strict=True))
-    suite.add_expectation(
+        expectations.append(_not_null(column, "every interaction names its user and item"))
+    expectations.append(_min_value(WEIGHT_COL, 0, "a kept interaction always has a positive weight", strict=True))
+    expectations.append(
         gxe.ExpectCompoundColumnsToBeUnique(
             column_list=[USER_COL, ITEM_COL],
             description="(user_id, item_id) is unique: features aggregates events into one row per pair",
         )
     )
-    suite.add_expectation(
+    expectations.append(
         gxe.ExpectColumnUniqueValueCountToBeBetween(
             column=USER_COL,
             min_value=int(min_users),
             description=f"at least {int(min_users)} distinct users (validation.min_users)",
         )
     )
-    suite.add_expectation(
+    expectations.append(
         gxe.ExpectColumnUniqueValueCountToBeBetween(
             column=ITEM_COL,
             min_value=int(min_items),
             description=f"at least {int(min_items)} distinct items (validation.min_items)",
         )
     )
-    return suite
+    return _suite(name_, expectations)
 
 
 def gold_users_suite() -> gx.ExpectationSuite:
     """Gold users: one row per user."""
-    suite = gx.ExpectationSuite(name=GOLD_USERS)
-    suite.add_expectation(_not_null(USER_COL, "every user row names its user"))
-    suite.add_expectation(_unique(USER_COL, "gold users hold one row per user"))
-    return suite
+    expectations: list[gxe.Expectation] = []
+    name_ = GOLD_USERS
+    expectations.append(_not_null(USER_COL, "every user row names its user"))
+    expectations.append(_unique(USER_COL, "gold users hold one row per user"))
+    return _suite(name_, expectations)
 
 
 def gold_items_suite() -> gx.ExpectationSuite:
     """Gold items: one row per item, price band in 0..5, no negative price."""
-    suite = gx.ExpectationSuite(name=GOLD_ITEMS)
-    suite.add_expectation(_not_null(ITEM_COL, "every item row names its item"))
-    suite.add_expectation(_unique(ITEM_COL, "gold items hold one row per item"))
-    suite.add_expectation(_min_value(PRICE_COL, 0, "a negative price is never valid"))
-    suite.add_expectation(
+    expectations: list[gxe.Expectation] = []
+    name_ = GOLD_ITEMS
+    expectations.append(_not_null(ITEM_COL, "every item row names its item"))
+    expectations.append(_unique(ITEM_COL, "gold items hold one row per item"))
+    expectations.append(_min_value(PRICE_COL, 0, "a negative price is never valid"))
+    expectations.append(
         gxe.ExpectColumnValuesToBeBetween(
             column="price_band",
             min_value=0,
@@ -220,28 +240,29 @@ def gold_items_suite() -> gx.ExpectationSuite:
             description="price_band is a quintile 1..5, or 0 when the price is unknown",
         )
     )
-    return suite
+    return _suite(name_, expectations)
 
 
 def split_checks_suite() -> gx.ExpectationSuite:
     """Valid/test rows against train: no held-out pair seen in train, every held-out user has train history."""
-    suite = gx.ExpectationSuite(name=GOLD_SPLIT_CHECKS)
-    suite.add_expectation(
+    expectations: list[gxe.Expectation] = []
+    name_ = GOLD_SPLIT_CHECKS
+    expectations.append(
         gxe.ExpectTableRowCountToBeBetween(min_value=1, description="valid + test hold at least one row to evaluate on")
     )
-    suite.add_expectation(
+    expectations.append(
         gxe.ExpectColumnValuesToBeNull(
             column=LEAKED_PAIR_COL,
             description="no (user_id, item_id) of valid/test is present in train (it would leak the answer)",
         )
     )
-    suite.add_expectation(
+    expectations.append(
         gxe.ExpectColumnValuesToBeNull(
             column=USER_WITHOUT_TRAIN_COL,
             description="every valid/test user_id also appears in train (models need a history to score)",
         )
     )
-    return suite
+    return _suite(name_, expectations)
 
 
 def validation_thresholds(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +276,10 @@ def validation_thresholds(cfg: dict[str, Any]) -> dict[str, Any]:
     missing = [key for key in required if key not in section]
     if missing:
         raise KeyError(f"[validation] lacks {', '.join(missing)}: add them to config/recsys.toml")
-    return {**section, "clean_min_price_fraction": section.get("clean_min_price_fraction", DEFAULT_CLEAN_MIN_PRICE_FRACTION)}
+    return {
+        **section,
+        "clean_min_price_fraction": section.get("clean_min_price_fraction", DEFAULT_CLEAN_MIN_PRICE_FRACTION),
+    }
 
 
 def stage_suites(stage: str, cfg: dict[str, Any]) -> dict[str, gx.ExpectationSuite]:

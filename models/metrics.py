@@ -27,6 +27,10 @@ def _as_array(t: Collection[int] | np.ndarray) -> np.ndarray:
 
 def hit_matrix(ranked: np.ndarray, targets: Targets) -> np.ndarray:
     """Boolean (n_users × L): ``ranked[u, r]`` is one of user ``u``'s targets (vectorised lookup)."""
+    return _hits_and_sizes(ranked, targets)[0]
+
+
+def _hits_and_sizes(ranked: np.ndarray, targets: Targets) -> tuple[np.ndarray, np.ndarray]:
     ranked = np.asarray(ranked, dtype=np.int64)
     if ranked.ndim != 2:
         raise ValueError(f"ranked must be 2-d (n_users × k), got shape {ranked.shape}")
@@ -35,19 +39,16 @@ def hit_matrix(ranked: np.ndarray, targets: Targets) -> np.ndarray:
     arrays = [_as_array(t) for t in targets]
     lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
     if lengths.sum() == 0 or ranked.size == 0:
-        return np.zeros(ranked.shape, dtype=bool)
+        return np.zeros(ranked.shape, dtype=bool), np.zeros(len(arrays), dtype=np.float64)
     flat = np.concatenate(arrays)
     width = int(max(flat.max(), ranked.max(), 0)) + 1
     rows = np.repeat(np.arange(len(arrays), dtype=np.int64), lengths)
     target_codes = np.unique(rows * width + flat)
+    sizes = np.bincount(target_codes // width, minlength=len(arrays)).astype(np.float64)
     codes = np.arange(ranked.shape[0], dtype=np.int64)[:, None] * width + ranked
     hits = np.isin(codes, target_codes)
     hits &= ranked >= 0
-    return hits
-
-
-def _target_sizes(targets: Targets) -> np.ndarray:
-    return np.fromiter((len(np.unique(_as_array(t))) for t in targets), dtype=np.float64, count=len(targets))
+    return hits, sizes
 
 
 def _check_k(k: int) -> None:
@@ -65,16 +66,16 @@ def hit_rate_at_k(ranked: np.ndarray, targets: Targets, k: int) -> float:
 def recall_at_k(ranked: np.ndarray, targets: Targets, k: int) -> float:
     """Recall@K = mean_u |top_K(u) ∩ T_u| / |T_u| (0 for an empty T_u)."""
     _check_k(k)
-    hits = hit_matrix(ranked, targets)[:, :k]
-    return _recall(hits, _target_sizes(targets))
+    hits, sizes = _hits_and_sizes(ranked, targets)
+    return _recall(hits[:, :k], sizes)
 
 
 def ndcg_at_k(ranked: np.ndarray, targets: Targets, k: int) -> float:
     """NDCG@K = mean_u DCG_u / IDCG_u with binary gains:
     DCG_u = Σ_{r=1..K} hit(u, r) / log2(r + 1),  IDCG_u = Σ_{r=1..min(|T_u|, K)} 1 / log2(r + 1)."""
     _check_k(k)
-    hits = hit_matrix(ranked, targets)[:, :k]
-    return _ndcg(hits, _target_sizes(targets), k)
+    hits, sizes = _hits_and_sizes(ranked, targets)
+    return _ndcg(hits[:, :k], sizes, k)
 
 
 def mrr_at_k(ranked: np.ndarray, targets: Targets, k: int) -> float:
@@ -112,8 +113,7 @@ def _mrr(hits: np.ndarray) -> float:
 
 def ranking_metrics(ranked: np.ndarray, targets: Targets, ks: Sequence[int] = (10, 20)) -> dict[str, float]:
     """``hr@K``, ``recall@K``, ``ndcg@K``, ``mrr@K`` for every K in ``ks``, with one target lookup."""
-    hits = hit_matrix(ranked, targets)
-    sizes = _target_sizes(targets)
+    hits, sizes = _hits_and_sizes(ranked, targets)
     out: dict[str, float] = {}
     for k in ks:
         _check_k(k)

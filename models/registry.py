@@ -53,7 +53,7 @@ class Backend(Protocol):
         """Bytes under ``key``; ``FileNotFoundError`` when absent."""
         ...
 
-    def list(self, prefix: str) -> list[str]:
+    def list_keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix`` (recursive), sorted."""
         ...
 
@@ -88,11 +88,11 @@ class LocalBackend:
             raise FileNotFoundError(self.url(key))
         return path.read_bytes()
 
-    def list(self, prefix: str) -> list[str]:
+    def list_keys(self, prefix: str) -> list[str]:
         base = self._path(prefix) if prefix else self.root
         if not base.is_dir():
             return []
-        keys = []
+        keys: list[str] = []
         for path in base.rglob("*"):
             if path.is_file() and not _STAGING_RE.match(path.name):
                 keys.append(path.relative_to(self.root).as_posix())
@@ -115,7 +115,8 @@ class S3Backend:
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.write_log: list[str] = []
-        self.client = boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region)
+        # A fresh session reads the AWS_* credentials now (boto3's default session caches them forever).
+        self.client = boto3.session.Session(region_name=region).client("s3", endpoint_url=endpoint_url or None)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -134,10 +135,10 @@ class S3Backend:
                 raise FileNotFoundError(self.url(key)) from None
             raise
 
-    def list(self, prefix: str) -> list[str]:
+    def list_keys(self, prefix: str) -> list[str]:
         full = self._key(prefix.rstrip("/") + "/") if prefix else (self.prefix + "/" if self.prefix else "")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        keys = []
+        keys: list[str] = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
             keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         return sorted(keys)
@@ -267,7 +268,7 @@ class ServingRegistry:
         """Point ``champion.json`` at a published, complete version (one atomic write, done last)."""
         version = str(version)
         manifest = self.manifest(model_name, version)
-        present = set(self.backend.list(f"{model_name}/{version}"))
+        present = set(self.backend.list_keys(f"{model_name}/{version}"))
         missing = sorted(name for name in manifest["files"] if f"{model_name}/{version}/{name}" not in present)
         if missing:
             raise RegistryError(
@@ -308,7 +309,7 @@ class ServingRegistry:
         """Published versions of ``model_name`` (those with a manifest), oldest first."""
         found = {
             parts[1]
-            for key in self.backend.list(model_name)
+            for key in self.backend.list_keys(model_name)
             if len(parts := key.split("/")) == 3 and parts[2] == MANIFEST
         }
         return sorted(found, key=_version_key)

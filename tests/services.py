@@ -112,7 +112,9 @@ def _wait_for_s3(server: S3Server, proc: subprocess.Popen, timeout_s: float) -> 
         except (BotoCoreError, ClientError) as exc:
             last = exc
             time.sleep(0.5)
-    raise TimeoutError(f"weed mini S3 endpoint {server.endpoint_url} not ready in {timeout_s}s ({last}); log: {server.log_path}")
+    raise TimeoutError(
+        f"weed mini S3 endpoint {server.endpoint_url} not ready in {timeout_s}s ({last}); log: {server.log_path}"
+    )
 
 
 @pytest.fixture(scope="session")

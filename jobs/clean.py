@@ -1,0 +1,378 @@
+"""Clean: bronze days → silver days, and bronze/items → silver/items.
+
+Every bronze row of the window is labelled with at most one ``drop_reason``, tested in this order:
+``missing_id`` (user, item or ts null/empty after trimming), ``unknown_event_type``, ``duplicate``
+(same ``event_id`` as an earlier row: earliest landing day, then ts, wins), ``bot_user`` (a user with
+more than ``bot_max_events_per_minute`` events in one calendar minute or ``bot_max_events_per_day``
+in one UTC day, counted over the whole window so a bot goes everywhere), ``negative_price``.
+Unlabelled rows are silver. Ids are trimmed and NFC-normalised, event types trimmed and lower-cased,
+missing prices filled from the catalogue; late rows (ts more than ``late_after_days`` before their
+landing day) are kept and counted. The report counts every dropped row by reason, so
+``rows_in == rows_out + sum(dropped)``.
+
+Silver items: the catalogue with one row per ``item_id`` (the last drop wins: latest file mtime,
+then file name, then line), negative catalogue prices nulled (counted), items already in silver but
+no longer in the catalogue kept, and items referenced by silver events but absent from the catalogue
+added with null attributes (counted).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from core.contract import (
+    DT_COL,
+    EVENT_COLUMNS,
+    EVENT_ID_COL,
+    EVENT_TYPE_COL,
+    EVENT_TYPES,
+    ITEM_COL,
+    ITEM_COLUMNS,
+    PRICE_COL,
+    SESSION_COL,
+    TS_COL,
+    USER_COL,
+)
+from core.lake import Lake
+from jobs.common import (
+    BRONZE_EVENT_SCHEMA,
+    ITEM_SCHEMA,
+    SOURCE_FILE_COL,
+    SOURCE_MTIME_COL,
+    SOURCE_SEQ_COL,
+    bronze_items_path,
+    clean_id,
+    job_parser,
+    lake_root,
+    read_days,
+    window,
+    write_atomic,
+    write_report,
+)
+
+DROP_REASON_COL = "drop_reason"
+PRICE_FILLED_COL = "price_filled"
+LATE_COL = "is_late"
+MISSING_ID = "missing_id"
+UNKNOWN_EVENT_TYPE = "unknown_event_type"
+DUPLICATE = "duplicate"
+BOT_USER = "bot_user"
+NEGATIVE_PRICE = "negative_price"
+DROP_REASONS: tuple[str, ...] = (DUPLICATE, BOT_USER, UNKNOWN_EVENT_TYPE, MISSING_ID, NEGATIVE_PRICE)
+SUPERSEDED = "superseded"
+
+BRONZE_ITEM_SCHEMA = (
+    T.StructType(list(ITEM_SCHEMA.fields))
+    .add(SOURCE_FILE_COL, T.StringType())
+    .add(SOURCE_MTIME_COL, T.TimestampType())
+    .add(SOURCE_SEQ_COL, T.LongType())
+)
+
+
+def _keep() -> Any:
+    return F.col(DROP_REASON_COL).isNull()
+
+
+def _label(condition: Any, reason: str) -> Any:
+    """Set ``drop_reason`` where ``condition`` holds and no earlier reason applied."""
+    return F.when(_keep() & condition, F.lit(reason)).otherwise(F.col(DROP_REASON_COL))
+
+
+def normalise_events(
+    events: DataFrame,
+    *,
+    id_cols: Sequence[str] = (USER_COL, ITEM_COL, SESSION_COL),
+    type_col: str = EVENT_TYPE_COL,
+) -> DataFrame:
+    """Trim and NFC-normalise ids (empty → null), trim and lower-case event types."""
+    cleaned = {c: clean_id(c) for c in id_cols}
+    cleaned[type_col] = F.lower(F.trim(F.col(type_col)))
+    return events.withColumns(cleaned)
+
+
+def label_invalid(
+    events: DataFrame,
+    *,
+    event_types: Sequence[str] = EVENT_TYPES,
+    required: Sequence[str] = (USER_COL, ITEM_COL, TS_COL),
+    type_col: str = EVENT_TYPE_COL,
+) -> DataFrame:
+    """Add ``drop_reason``: ``missing_id`` for a null required field, else ``unknown_event_type``."""
+    if DROP_REASON_COL not in events.columns:
+        events = events.withColumn(DROP_REASON_COL, F.lit(None).cast("string"))
+    missing = F.lit(False)
+    for c in required:
+        missing = missing | F.col(c).isNull()
+    events = events.withColumn(DROP_REASON_COL, _label(missing, MISSING_ID))
+    unknown = F.col(type_col).isNull() | ~F.col(type_col).isin(*event_types)
+    return events.withColumn(DROP_REASON_COL, _label(unknown, UNKNOWN_EVENT_TYPE))
+
+
+def label_duplicates(
+    events: DataFrame,
+    *,
+    key: str = EVENT_ID_COL,
+    order_by: Sequence[str] = (DT_COL, TS_COL),
+) -> DataFrame:
+    """Label all but the first kept row of each ``key`` as ``duplicate``.
+
+    First = smallest ``order_by`` (landing day, then ts), ties broken by the remaining event columns
+    so reruns keep the same row.
+    """
+    order = [c for c in order_by if c in events.columns]
+    order += [c for c in EVENT_COLUMNS if c in events.columns and c not in order and c != key]
+    w = Window.partitionBy(F.col(key), _keep()).orderBy(*[F.col(c).asc_nulls_last() for c in order])
+    return events.withColumn(DROP_REASON_COL, _label(F.row_number().over(w) > 1, DUPLICATE))
+
+
+def bot_users(
+    events: DataFrame,
+    *,
+    max_events_per_minute: int,
+    max_events_per_day: int,
+    user_col: str = USER_COL,
+    ts_col: str = TS_COL,
+) -> DataFrame:
+    """Users with more than ``max_events_per_minute`` events in a calendar minute or ``max_events_per_day`` in a UTC day.
+
+    Returns ``user_id, peak_per_minute, peak_per_day``.
+    """
+    per_minute = events.groupBy(user_col, F.date_trunc("minute", F.col(ts_col)).alias("_minute")).count()
+    per_day = per_minute.groupBy(user_col, F.to_date("_minute").alias("_day")).agg(
+        F.max("count").alias("_peak_minute"), F.sum("count").alias("_day_count")
+    )
+    peaks = per_day.groupBy(user_col).agg(
+        F.max("_peak_minute").alias("peak_per_minute"), F.max("_day_count").alias("peak_per_day")
+    )
+    return peaks.filter(
+        (F.col("peak_per_minute") > max_events_per_minute) | (F.col("peak_per_day") > max_events_per_day)
+    )
+
+
+def label_bots(events: DataFrame, bots: DataFrame, *, user_col: str = USER_COL) -> DataFrame:
+    """Label every kept row of a user listed in ``bots`` as ``bot_user``."""
+    flags = F.broadcast(bots.select(user_col).distinct().withColumn("_bot", F.lit(True)))
+    joined = events.join(flags, on=user_col, how="left")
+    return joined.withColumn(DROP_REASON_COL, _label(F.col("_bot").isNotNull(), BOT_USER)).drop("_bot")
+
+
+def fill_prices(
+    events: DataFrame, items: DataFrame, *, item_col: str = ITEM_COL, price_col: str = PRICE_COL
+) -> DataFrame:
+    """Fill null event prices with the catalogue price; ``price_filled`` marks the rows filled."""
+    catalogue = items.select(F.col(item_col), F.col(price_col).alias("_catalogue_price"))
+    joined = events.join(catalogue, on=item_col, how="left")
+    filled = F.col(price_col).isNull() & F.col("_catalogue_price").isNotNull()
+    return joined.withColumns(
+        {
+            PRICE_FILLED_COL: filled,
+            price_col: F.coalesce(F.col(price_col), F.col("_catalogue_price")),
+        }
+    ).drop("_catalogue_price")
+
+
+def label_negative_prices(events: DataFrame, *, price_col: str = PRICE_COL) -> DataFrame:
+    return events.withColumn(DROP_REASON_COL, _label(F.col(price_col) < 0, NEGATIVE_PRICE))
+
+
+def label_late(events: DataFrame, *, late_after_days: int, ts_col: str = TS_COL, day_col: str = DT_COL) -> DataFrame:
+    """``is_late``: ts earlier than ``late_after_days`` days before the landing day's midnight (UTC)."""
+    cutoff = F.date_sub(F.col(day_col), late_after_days).cast("timestamp")
+    return events.withColumn(LATE_COL, F.coalesce(F.col(ts_col) < cutoff, F.lit(False)))
+
+
+def prepare_events(events: DataFrame, *, event_types: Sequence[str] = EVENT_TYPES) -> DataFrame:
+    """Normalise and label missing ids, unknown types and duplicates (the part bot detection reads)."""
+    return label_duplicates(label_invalid(normalise_events(events), event_types=event_types))
+
+
+def finish_events(prepared: DataFrame, bots: DataFrame, items: DataFrame, *, late_after_days: int) -> DataFrame:
+    """Label bots and negative prices, fill prices from ``items``, flag late rows."""
+    return label_late(
+        label_negative_prices(fill_prices(label_bots(prepared, bots), items)), late_after_days=late_after_days
+    )
+
+
+def clean_events(
+    events: DataFrame,
+    items: DataFrame,
+    *,
+    event_types: Sequence[str] = EVENT_TYPES,
+    bot_max_events_per_minute: int,
+    bot_max_events_per_day: int,
+    late_after_days: int,
+) -> DataFrame:
+    """Bronze events (with ``dt``) → the same rows labelled with ``drop_reason``, ``price_filled``, ``is_late``."""
+    prepared = prepare_events(events, event_types=event_types)
+    bots = bot_users(
+        prepared.filter(_keep()),
+        max_events_per_minute=bot_max_events_per_minute,
+        max_events_per_day=bot_max_events_per_day,
+    )
+    return finish_events(prepared, bots, items, late_after_days=late_after_days)
+
+
+def silver_rows(labelled: DataFrame) -> DataFrame:
+    """The kept rows in the silver column order (``dt`` kept when present)."""
+    extra = [DT_COL] if DT_COL in labelled.columns else []
+    return labelled.filter(_keep()).select(*EVENT_COLUMNS, *extra)
+
+
+def label_items(bronze_items: DataFrame, *, item_col: str = ITEM_COL) -> DataFrame:
+    """Normalise catalogue ids and label rows ``missing_id`` or ``superseded`` (an older drop of the same id)."""
+    items = bronze_items.withColumn(item_col, clean_id(item_col)).withColumn(
+        DROP_REASON_COL, F.when(F.col(item_col).isNull(), F.lit(MISSING_ID))
+    )
+    order = [
+        F.col(c).desc_nulls_last() for c in (SOURCE_MTIME_COL, SOURCE_FILE_COL, SOURCE_SEQ_COL) if c in items.columns
+    ]
+    if not order:
+        raise ValueError(
+            f"bronze items need {SOURCE_MTIME_COL}/{SOURCE_FILE_COL}/{SOURCE_SEQ_COL} to pick the last drop; re-run ingest"
+        )
+    w = Window.partitionBy(F.col(item_col), _keep()).orderBy(*order)
+    return items.withColumn(DROP_REASON_COL, _label(F.row_number().over(w) > 1, SUPERSEDED))
+
+
+def catalogue(labelled_items: DataFrame, *, previous: DataFrame | None = None, item_col: str = ITEM_COL) -> DataFrame:
+    """Kept catalogue rows (negative prices nulled) plus ``previous`` silver items no longer in the catalogue."""
+    kept = (
+        labelled_items.filter(_keep())
+        .withColumn(PRICE_COL, F.when(F.col(PRICE_COL) >= 0, F.col(PRICE_COL)))
+        .select(*ITEM_COLUMNS)
+    )
+    if previous is None:
+        return kept
+    carried = previous.select(*ITEM_COLUMNS).join(kept.select(item_col), on=item_col, how="left_anti")
+    return kept.unionByName(carried)
+
+
+def add_missing_items(items: DataFrame, events: DataFrame, *, item_col: str = ITEM_COL) -> DataFrame:
+    """Items referenced by ``events`` but absent from ``items``, appended with null attributes."""
+    missing = events.select(item_col).distinct().join(items.select(item_col), on=item_col, how="left_anti")
+    nulls = [F.lit(None).cast(f.dataType).alias(f.name) for f in ITEM_SCHEMA.fields if f.name != item_col]
+    return items.unionByName(missing.select(F.col(item_col), *nulls).select(*ITEM_COLUMNS))
+
+
+def _event_counts(labelled: DataFrame) -> dict[str, Any]:
+    rows = (
+        labelled.groupBy(DT_COL, DROP_REASON_COL)
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum(F.col(PRICE_FILLED_COL).cast("int")).alias("filled"),
+            F.sum(F.col(LATE_COL).cast("int")).alias("late"),
+        )
+        .collect()
+    )
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+    per_day: dict[str, dict[str, int]] = {}
+    filled = late = 0
+    for r in rows:
+        day = per_day.setdefault(r[DT_COL].isoformat(), {"rows_in": 0, "rows_out": 0})
+        day["rows_in"] += r["n"]
+        if r[DROP_REASON_COL] is None:
+            day["rows_out"] += r["n"]
+            filled += int(r["filled"] or 0)
+            late += int(r["late"] or 0)
+        else:
+            dropped[r[DROP_REASON_COL]] += r["n"]
+    return {
+        "rows_in": sum(d["rows_in"] for d in per_day.values()),
+        "rows_out": sum(d["rows_out"] for d in per_day.values()),
+        "dropped": dropped,
+        "filled_price": filled,
+        "late": late,
+        "per_day": dict(sorted(per_day.items())),
+    }
+
+
+def run(
+    lake_root: str | os.PathLike[str],
+    run_date: dt.date,
+    cfg: dict[str, Any],
+    spark: SparkSession,
+    window_days: int | None = 1,
+) -> dict[str, Any]:
+    """Clean the bronze days in ``[run_date - window_days + 1, run_date]`` and the catalogue; return the report."""
+    lake = Lake(lake_root)
+    clean_cfg, events_cfg = cfg["clean"], cfg["events"]
+    days = window(run_date, window_days, Lake.partition_days(lake.bronze_events()))
+    bronze = read_days(spark, lake.bronze_events(), days, BRONZE_EVENT_SCHEMA)
+
+    items_path = bronze_items_path(lake)
+    if items_path.exists():
+        bronze_items = spark.read.schema(BRONZE_ITEM_SCHEMA).parquet(str(items_path))
+    else:
+        bronze_items = spark.createDataFrame([], BRONZE_ITEM_SCHEMA)
+    previous = None
+    if lake.silver_items().exists():
+        previous = spark.read.schema(ITEM_SCHEMA).parquet(str(lake.silver_items())).cache()
+        previous.count()  # read it before the commit below replaces its files
+    labelled_items = label_items(bronze_items).cache()
+    items = catalogue(labelled_items, previous=previous)
+
+    prepared = prepare_events(bronze, event_types=tuple(events_cfg.get("types", EVENT_TYPES))).cache()
+    bots = bot_users(
+        prepared.filter(_keep()),
+        max_events_per_minute=int(clean_cfg["bot_max_events_per_minute"]),
+        max_events_per_day=int(clean_cfg["bot_max_events_per_day"]),
+    ).cache()
+    labelled = finish_events(prepared, bots, items, late_after_days=int(events_cfg["late_after_days"])).cache()
+    try:
+        report: dict[str, Any] = {"stage": "clean", "run_date": run_date.isoformat(), "window_days": window_days}
+        report["days"] = [d.isoformat() for d in days]
+        report.update(_event_counts(labelled))
+        report["bot_users"] = bots.count()
+        prepared.unpersist()
+
+        silver = silver_rows(labelled)
+        for day in days:
+            rows = report["per_day"].get(day.isoformat(), {}).get("rows_out", 0)
+            write_atomic(silver.filter(F.col(DT_COL) == F.lit(day)).drop(DT_COL), lake.silver_events(day), rows=rows)
+
+        silver_items = add_missing_items(items, silver).cache()
+        item_rows = labelled_items.groupBy(DROP_REASON_COL).count().collect()
+        item_drops = {r[DROP_REASON_COL]: int(r["count"]) for r in item_rows}
+        n_out = silver_items.count()
+        n_kept = item_drops.pop(None, 0)
+        n_missing = silver_items.join(items.select(ITEM_COL), on=ITEM_COL, how="left_anti").count()
+        report["items"] = {
+            "rows_in": n_kept + sum(item_drops.values()),
+            "rows_out": n_out,
+            "dropped": {MISSING_ID: item_drops.get(MISSING_ID, 0), SUPERSEDED: item_drops.get(SUPERSEDED, 0)},
+            "negative_price_nulled": labelled_items.filter(_keep() & (F.col(PRICE_COL) < 0)).count(),
+            "carried_from_previous": n_out - n_kept - n_missing,
+            "added_from_events": n_missing,
+        }
+        write_atomic(silver_items, lake.silver_items(), rows=n_out)
+    finally:
+        for frame in (labelled, bots, labelled_items, prepared):
+            frame.unpersist()
+        if previous is not None:
+            previous.unpersist()
+    write_report(lake, run_date, "clean", report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.config import load_config
+    from jobs.spark import get_spark
+
+    args = job_parser("Clean bronze events and the catalogue into silver.", default_window=1).parse_args(argv)
+    report = run(lake_root(args.lake), args.run_date, load_config(), get_spark("mercato-clean"), args.window_days)
+    json.dump(report, sys.stdout, indent=2, sort_keys=True)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""Helpers shared by the Spark jobs: schemas, the data window, atomic Parquet writes, reports, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import unicodedata
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from core.contract import (
+    ATTRIBUTES_COL,
+    AVAILABLE_COL,
+    BRAND_COL,
+    CATEGORY_COL,
+    DT_COL,
+    EVENT_ID_COL,
+    EVENT_TYPE_COL,
+    ITEM_COL,
+    PRICE_COL,
+    QUANTITY_COL,
+    SESSION_COL,
+    TITLE_COL,
+    TS_COL,
+    USER_COL,
+)
+from core.lake import Lake, commit_path, staging_path
+from core.settings import get_settings
+
+#: Rows per output Parquet file; day partitions and gold tables stay at one or two files.
+ROWS_PER_FILE = 2_000_000
+
+BRONZE_EVENT_SCHEMA = T.StructType(
+    [
+        T.StructField(EVENT_ID_COL, T.StringType()),
+        T.StructField(USER_COL, T.StringType()),
+        T.StructField(ITEM_COL, T.StringType()),
+        T.StructField(EVENT_TYPE_COL, T.StringType()),
+        T.StructField(TS_COL, T.TimestampType()),
+        T.StructField(SESSION_COL, T.StringType()),
+        T.StructField(PRICE_COL, T.DoubleType()),
+        T.StructField(QUANTITY_COL, T.IntegerType()),
+    ]
+)
+
+ITEM_SCHEMA = T.StructType(
+    [
+        T.StructField(ITEM_COL, T.StringType()),
+        T.StructField(CATEGORY_COL, T.StringType()),
+        T.StructField(BRAND_COL, T.StringType()),
+        T.StructField(PRICE_COL, T.DoubleType()),
+        T.StructField(AVAILABLE_COL, T.BooleanType()),
+        T.StructField(TITLE_COL, T.StringType()),
+        T.StructField(ATTRIBUTES_COL, T.ArrayType(T.StringType())),
+    ]
+)
+
+#: Bronze items carry where each row came from, so that clean can let the last drop win.
+SOURCE_FILE_COL = "source_file"
+SOURCE_MTIME_COL = "source_mtime"
+SOURCE_SEQ_COL = "source_seq"
+
+REJECTED_SCHEMA = T.StructType(
+    [
+        T.StructField("raw", T.StringType()),
+        T.StructField("reason", T.StringType()),
+        T.StructField(SOURCE_FILE_COL, T.StringType()),
+    ]
+)
+
+
+def bronze_items_path(lake: Lake) -> Path:
+    return lake.root / "bronze" / "items"
+
+
+def rejected_path(lake: Lake, day: dt.date | None = None) -> Path:
+    """Quarantine of raw lines that could not be typed: ``bronze/_rejected/dt=…`` (``items`` for the catalogue)."""
+    base = lake.root / "bronze" / "_rejected"
+    return base / "items" if day is None else base / f"dt={day.isoformat()}"
+
+
+def window(run_date: dt.date, window_days: int | None, available: Iterable[dt.date]) -> list[dt.date]:
+    """The days of ``available`` inside ``[run_date - window_days + 1, run_date]`` (all up to run_date if None)."""
+    if window_days is not None and window_days < 1:
+        raise ValueError(f"window_days must be >= 1 (got {window_days}); pass None for every day up to run_date")
+    start = dt.date.min if window_days is None else run_date - dt.timedelta(days=window_days - 1)
+    return sorted(d for d in set(available) if start <= d <= run_date)
+
+
+def day_start(day: dt.date) -> dt.datetime:
+    """Midnight UTC of ``day`` as a naive datetime (Spark's session clock is UTC)."""
+    return dt.datetime(day.year, day.month, day.day)
+
+
+@F.pandas_udf(T.StringType())  # type: ignore[call-overload]
+def _nfc(values: pd.Series) -> pd.Series:
+    return values.map(lambda v: unicodedata.normalize("NFC", v) if isinstance(v, str) else v)
+
+
+def clean_id(column: str | Column) -> Column:
+    """Trim and NFC-normalise an id; empty strings become null so they count as missing."""
+    col = F.col(column) if isinstance(column, str) else column
+    trimmed = F.trim(col)
+    normalised = F.when(trimmed.rlike(r"[^\x00-\x7F]"), _nfc(trimmed)).otherwise(trimmed)
+    return F.when(normalised == "", F.lit(None).cast("string")).otherwise(normalised)
+
+
+def read_days(spark: SparkSession, base: Path, days: Iterable[dt.date], schema: T.StructType) -> DataFrame:
+    """Union of the ``dt=…`` partitions of ``base`` for ``days`` with a ``dt`` date column."""
+    frames = [
+        spark.read.schema(schema).parquet(str(base / f"dt={day.isoformat()}")).withColumn(DT_COL, F.lit(day))
+        for day in days
+    ]
+    if not frames:
+        return spark.createDataFrame([], schema.add(T.StructField(DT_COL, T.DateType())))
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out
+
+
+def files_for(rows: int) -> int:
+    return max(1, -(-rows // ROWS_PER_FILE))
+
+
+def write_atomic(
+    df: DataFrame, target: Path, *, rows: int | None = None, extra: Mapping[str, Any] | None = None
+) -> None:
+    """Write ``df`` as Parquet to a staging sibling of ``target``, add ``extra`` JSON files, then commit.
+
+    A rerun replaces the partition whole; readers see the old or the new one, never a mix.
+    """
+    staged = staging_path(target)
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    out = df.coalesce(files_for(rows)) if rows is not None else df
+    try:
+        out.write.mode("error").parquet(str(staged))
+        for name, payload in (extra or {}).items():
+            (staged / name).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        commit_path(staged, target)
+    except BaseException:
+        _remove(staged)
+        raise
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_report(lake: Lake, run_date: dt.date, stage: str, report: Mapping[str, Any]) -> Path:
+    """Write a stage's report to ``reports/<run_date>/<stage>.json`` (atomic rename)."""
+    path = lake.report(run_date, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def parse_date(value: str | dt.date) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"run date {value!r} is not an ISO date: pass --run-date YYYY-MM-DD") from exc
+
+
+def job_parser(description: str, default_window: int | None) -> argparse.ArgumentParser:
+    """The common spark-submit CLI: ``--lake``, ``--run-date``, ``--window-days``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--lake", default=None, help="lake root (default: RECSYS_LAKE_URI or <RECSYS_HOME>/lake)")
+    parser.add_argument("--run-date", required=True, type=parse_date, help="the run's data interval day, YYYY-MM-DD")
+    parser.add_argument(
+        "--window-days",
+        type=int,
+        default=default_window,
+        help=f"days up to run-date to process (default: {default_window or 'all'})",
+    )
+    return parser
+
+
+def lake_root(arg: str | None) -> str:
+    return arg or get_settings().lake

@@ -1,0 +1,390 @@
+"""Ingest: landing JSONL → bronze Parquet, typed, with unreadable lines quarantined.
+
+For each landing day ``dt`` in the window, every ``*.jsonl`` line is parsed against an explicit
+schema (all fields read as text, then cast, so ``"12.5"`` and ``12.5`` both give a price).
+A line that is not a JSON object, or whose ``ts`` is present but not an ISO-8601 timestamp, goes to
+``bronze/_rejected/dt=…`` with the reason; a price or quantity that does not cast becomes null and
+is counted. ``event_id`` is kept when given, else ``sha1(user|item|type|ts|session)`` with ``ts``
+rendered as ``yyyy-MM-ddTHH:mm:ss.ffffffZ`` (UTC) and a missing part as the empty string.
+
+Each bronze day partition holds ``_SOURCE.json`` (file names, sizes, mtimes of the landing files it
+came from, and its counts); a day whose landing files are unchanged is skipped and reported.
+``landing/items`` → ``bronze/items`` the same way, with the source file, its mtime and the line
+order kept so that clean can let the last drop win.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from core.contract import (
+    ATTRIBUTES_COL,
+    AVAILABLE_COL,
+    BRAND_COL,
+    CATEGORY_COL,
+    EVENT_COLUMNS,
+    EVENT_ID_COL,
+    EVENT_TYPE_COL,
+    ITEM_COL,
+    ITEM_COLUMNS,
+    PRICE_COL,
+    QUANTITY_COL,
+    SESSION_COL,
+    TITLE_COL,
+    TS_COL,
+    USER_COL,
+)
+from core.lake import Lake
+from jobs.common import (
+    SOURCE_FILE_COL,
+    SOURCE_MTIME_COL,
+    SOURCE_SEQ_COL,
+    bronze_items_path,
+    job_parser,
+    lake_root,
+    rejected_path,
+    window,
+    write_atomic,
+    write_report,
+)
+
+SOURCE_MANIFEST = "_SOURCE.json"
+LANDING_SUFFIXES = (".jsonl", ".jsonl.gz")
+CORRUPT_COL = "_corrupt_record"
+RAW_COL = "raw"
+REASON_COL = "reject_reason"
+BLANK = "blank_line"
+NOT_OBJECT = "not_json_object"
+BAD_TS = "unparseable_ts"
+#: Counted, never written: an empty line is not a record.
+NOT_RECORDS = (BLANK,)
+
+RAW_EVENT_FIELDS = (EVENT_ID_COL, USER_COL, ITEM_COL, EVENT_TYPE_COL, TS_COL, SESSION_COL, PRICE_COL, QUANTITY_COL)
+RAW_ITEM_FIELDS = (ITEM_COL, CATEGORY_COL, BRAND_COL, PRICE_COL, AVAILABLE_COL, TITLE_COL, ATTRIBUTES_COL)
+
+
+def raw_schema(fields: tuple[str, ...]) -> T.StructType:
+    """Every field as text (Spark keeps a number's or list's JSON text), plus the corrupt-record column."""
+    return T.StructType(
+        [T.StructField(f, T.StringType()) for f in fields] + [T.StructField(CORRUPT_COL, T.StringType())]
+    )
+
+
+def _blank_to_null(col: Column) -> Column:
+    return F.when(F.trim(col) == "", F.lit(None).cast("string")).otherwise(col)
+
+
+def _coerced(raw: Column, typed: Column) -> Column:
+    """1 when a value was given but did not cast (so it was nulled), else 0."""
+    return F.when(_blank_to_null(raw).isNotNull() & typed.isNull(), 1).otherwise(0)
+
+
+def parse_lines(lines: DataFrame, fields: tuple[str, ...], *, value_col: str = "value") -> DataFrame:
+    """Parse text lines as JSON objects: ``raw``, one text column per field and ``reject_reason``.
+
+    Blank lines get ``blank_line``; anything that is not one JSON object (bad JSON, arrays, scalars)
+    gets ``not_json_object``.
+    """
+    others = [c for c in lines.columns if c != value_col]
+    with_json = lines.select(
+        F.col(value_col).alias(RAW_COL),
+        *others,
+        F.from_json(F.col(value_col), raw_schema(fields), {"columnNameOfCorruptRecord": CORRUPT_COL}).alias("_json"),
+    )
+    parsed = F.col("_json")
+    stripped = F.trim(F.col(RAW_COL))
+    reason = (
+        F.when(stripped == "", F.lit(BLANK))
+        .when(~stripped.startswith("{") | parsed.isNull() | parsed[CORRUPT_COL].isNotNull(), F.lit(NOT_OBJECT))
+        .otherwise(F.lit(None).cast("string"))
+    )
+    return with_json.select(
+        F.col(RAW_COL),
+        *others,
+        *[F.when(reason.isNull(), parsed[f]).alias(f) for f in fields],
+        reason.alias(REASON_COL),
+    )
+
+
+def event_id_expr(
+    user_col: str = USER_COL,
+    item_col: str = ITEM_COL,
+    type_col: str = EVENT_TYPE_COL,
+    ts_col: str = TS_COL,
+    session_col: str = SESSION_COL,
+) -> Column:
+    """sha1 of ``user|item|type|ts|session`` (ts as UTC ``yyyy-MM-ddTHH:mm:ss.ffffffZ``, missing → "")."""
+    ts_text = F.date_format(F.col(ts_col), "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'")
+    parts = [
+        F.trim(F.col(user_col)),
+        F.trim(F.col(item_col)),
+        F.trim(F.col(type_col)),
+        ts_text,
+        F.trim(F.col(session_col)),
+    ]
+    return F.sha1(F.concat_ws("|", *[F.coalesce(p, F.lit("")) for p in parts]))
+
+
+def type_events(parsed: DataFrame) -> DataFrame:
+    """Cast parsed event lines to the bronze schema; a present but unparseable ``ts`` is rejected.
+
+    Adds ``price_invalid``/``quantity_invalid`` (1 when a given value did not cast) for the report.
+    """
+    ts_raw = _blank_to_null(F.col(TS_COL))
+    ts = F.try_to_timestamp(ts_raw)
+    price = F.expr(f"try_cast({PRICE_COL} as double)")
+    quantity = F.expr(f"try_cast(try_cast({QUANTITY_COL} as double) as int)")
+    reason = F.when(F.col(REASON_COL).isNull() & ts_raw.isNotNull() & ts.isNull(), F.lit(BAD_TS)).otherwise(
+        F.col(REASON_COL)
+    )
+    typed = parsed.select(
+        "*",
+        ts.alias("_ts"),
+        price.alias("_price"),
+        quantity.alias("_quantity"),
+        reason.alias("_reason"),
+        _coerced(F.col(PRICE_COL), price).alias("price_invalid"),
+        _coerced(F.col(QUANTITY_COL), quantity).alias("quantity_invalid"),
+    )
+    typed = (
+        typed.drop(TS_COL, PRICE_COL, QUANTITY_COL, REASON_COL)
+        .withColumnsRenamed({"_ts": TS_COL, "_price": PRICE_COL, "_quantity": QUANTITY_COL, "_reason": REASON_COL})
+        .withColumn(EVENT_ID_COL, F.coalesce(F.trim(_blank_to_null(F.col(EVENT_ID_COL))), event_id_expr()))
+    )
+    extra = [c for c in typed.columns if c not in EVENT_COLUMNS]
+    return typed.select(*EVENT_COLUMNS, *extra)
+
+
+def ingest_events(lines: DataFrame, *, value_col: str = "value") -> DataFrame:
+    """Text lines (``value`` + any provenance columns) → typed events labelled with ``reject_reason``."""
+    return type_events(parse_lines(lines, RAW_EVENT_FIELDS, value_col=value_col))
+
+
+def type_items(parsed: DataFrame) -> DataFrame:
+    """Cast parsed catalogue lines to the item schema (``attributes`` a list of strings)."""
+    price = F.expr(f"try_cast({PRICE_COL} as double)")
+    available = F.expr(f"try_cast({AVAILABLE_COL} as boolean)")
+    attributes = F.from_json(F.col(ATTRIBUTES_COL), T.ArrayType(T.StringType()))
+    attributes = F.when(F.trim(F.col(ATTRIBUTES_COL)).startswith("["), attributes)
+    return parsed.select(
+        F.col(ITEM_COL),
+        F.col(CATEGORY_COL),
+        F.col(BRAND_COL),
+        price.alias(PRICE_COL),
+        available.alias(AVAILABLE_COL),
+        F.col(TITLE_COL),
+        attributes.alias(ATTRIBUTES_COL),
+        *[c for c in parsed.columns if c not in RAW_ITEM_FIELDS],
+        _coerced(F.col(PRICE_COL), price).alias("price_invalid"),
+        _coerced(F.col(AVAILABLE_COL), available).alias("available_invalid"),
+        _coerced(F.col(ATTRIBUTES_COL), attributes).alias("attributes_invalid"),
+    )
+
+
+def ingest_items(lines: DataFrame, *, value_col: str = "value") -> DataFrame:
+    """Catalogue text lines → typed items labelled with ``reject_reason``."""
+    return type_items(parse_lines(lines, RAW_ITEM_FIELDS, value_col=value_col))
+
+
+def accepted(labelled: DataFrame, columns: tuple[str, ...]) -> DataFrame:
+    return labelled.filter(F.col(REASON_COL).isNull()).select(*columns)
+
+
+def rejected(labelled: DataFrame) -> DataFrame:
+    """Rows to quarantine: raw line, reason, source file."""
+    return labelled.filter(F.col(REASON_COL).isNotNull() & ~F.col(REASON_COL).isin(*NOT_RECORDS)).select(
+        F.col(RAW_COL), F.col(REASON_COL).alias("reason"), F.col(SOURCE_FILE_COL)
+    )
+
+
+def landing_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(LANDING_SUFFIXES))
+
+
+def fingerprint(files: list[Path]) -> list[dict[str, Any]]:
+    """Names, sizes and mtimes of the landing files: equal fingerprints mean nothing new landed."""
+    out = []
+    for path in files:
+        st = path.stat()
+        out.append({"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def previous_manifest(partition: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((partition / SOURCE_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_lines(spark: SparkSession, files: list[Path]) -> DataFrame:
+    return spark.read.text([str(p) for p in files]).select(
+        F.col("value"),
+        F.col("_metadata.file_name").alias(SOURCE_FILE_COL),
+        F.col("_metadata.file_modification_time").alias(SOURCE_MTIME_COL),
+    )
+
+
+def _counts(labelled: DataFrame, invalid_cols: tuple[str, ...]) -> dict[str, Any]:
+    rows = (
+        labelled.groupBy(REASON_COL)
+        .agg(F.count(F.lit(1)).alias("n"), *[F.sum(c).alias(c) for c in invalid_cols])
+        .collect()
+    )
+    by_reason = {r[REASON_COL]: int(r["n"]) for r in rows}
+    out_rows = by_reason.pop(None, 0)
+    blank = sum(by_reason.pop(r, 0) for r in NOT_RECORDS)
+    coerced = {
+        c.removesuffix("_invalid"): sum(int(r[c] or 0) for r in rows if r[REASON_COL] is None) for c in invalid_cols
+    }
+    return {
+        "rows_in": out_rows + sum(by_reason.values()),
+        "rows_out": out_rows,
+        "rejected": sum(by_reason.values()),
+        "rejected_by_reason": by_reason,
+        "blank_lines": blank,
+        "coerced_to_null": coerced,
+    }
+
+
+def _write_rejected(labelled: DataFrame, target: Path, n_rejected: int) -> None:
+    if n_rejected:
+        write_atomic(rejected(labelled), target, rows=n_rejected)
+    elif target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+
+
+def _ingest_table(
+    spark: SparkSession,
+    files: list[Path],
+    target: Path,
+    reject_target: Path,
+    *,
+    transform: Any,
+    columns: tuple[str, ...],
+    invalid_cols: tuple[str, ...],
+    force: bool,
+    with_seq: bool = False,
+) -> dict[str, Any]:
+    source = fingerprint(files)
+    previous = previous_manifest(target)
+    if not force and previous is not None and previous.get("files") == source:
+        return {"status": "skipped", **previous.get("counts", {})}
+    if files:
+        lines = _read_lines(spark, files)
+        if with_seq:
+            lines = lines.withColumn(SOURCE_SEQ_COL, F.monotonically_increasing_id())
+        labelled = transform(lines).cache()
+    else:
+        empty = T.StructType([T.StructField("value", T.StringType()), T.StructField(SOURCE_FILE_COL, T.StringType())])
+        empty = empty.add(T.StructField(SOURCE_MTIME_COL, T.TimestampType()))
+        if with_seq:
+            empty = empty.add(T.StructField(SOURCE_SEQ_COL, T.LongType()))
+        labelled = transform(spark.createDataFrame([], empty))
+    try:
+        counts = _counts(labelled, invalid_cols)
+        manifest = {"files": source, "counts": counts, "written_at": dt.datetime.now(dt.UTC).isoformat()}
+        write_atomic(accepted(labelled, columns), target, rows=counts["rows_out"], extra={SOURCE_MANIFEST: manifest})
+        _write_rejected(labelled, reject_target, counts["rejected"])
+    finally:
+        labelled.unpersist()
+    return {"status": "ingested", **counts}
+
+
+def run(
+    lake_root: str | os.PathLike[str],
+    run_date: dt.date,
+    cfg: dict[str, Any],
+    spark: SparkSession,
+    window_days: int | None = 1,
+    *,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Ingest landing days in ``[run_date - window_days + 1, run_date]`` and the catalogue; return the report.
+
+    ``window_days=None`` takes every landing day up to ``run_date`` (unchanged days are skipped
+    anyway); ``force`` re-ingests unchanged days too. ``cfg`` is accepted for a uniform job
+    signature; ingest has no tunables.
+    """
+    lake = Lake(lake_root)
+    landed = Lake.partition_days(lake.landing_events())
+    days = window(run_date, window_days, landed)
+    expected = window(run_date, window_days, [run_date - dt.timedelta(days=i) for i in range(window_days or 0)])
+    per_day: dict[str, dict[str, Any]] = {}
+    for day in days:
+        per_day[day.isoformat()] = _ingest_table(
+            spark,
+            landing_files(lake.landing_events(day)),
+            lake.bronze_events(day),
+            rejected_path(lake, day),
+            transform=ingest_events,
+            columns=EVENT_COLUMNS,
+            invalid_cols=("price_invalid", "quantity_invalid"),
+            force=force,
+        )
+    item_files = landing_files(lake.landing_items())
+    items: dict[str, Any] = {"status": "absent"}
+    if item_files:
+        items = _ingest_table(
+            spark,
+            item_files,
+            bronze_items_path(lake),
+            rejected_path(lake),
+            transform=ingest_items,
+            columns=(*ITEM_COLUMNS, SOURCE_FILE_COL, SOURCE_MTIME_COL, SOURCE_SEQ_COL),
+            invalid_cols=("price_invalid", "available_invalid", "attributes_invalid"),
+            force=force,
+            with_seq=True,
+        )
+    report: dict[str, Any] = {
+        "stage": "ingest",
+        "run_date": run_date.isoformat(),
+        "window_days": window_days,
+        "days": per_day,
+        "ingested_days": [d for d, r in per_day.items() if r["status"] == "ingested"],
+        "skipped_days": [d for d, r in per_day.items() if r["status"] == "skipped"],
+        "missing_days": [d.isoformat() for d in expected if d not in set(days)],
+        "rows_in": sum(r.get("rows_in", 0) for r in per_day.values()),
+        "rows_out": sum(r.get("rows_out", 0) for r in per_day.values()),
+        "rejected": sum(r.get("rejected", 0) for r in per_day.values()),
+        "items": items,
+    }
+    write_report(lake, run_date, "ingest", report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.config import load_config
+    from jobs.spark import get_spark
+
+    parser = job_parser("Ingest landing JSONL into bronze Parquet.", default_window=1)
+    parser.add_argument("--force", action="store_true", help="re-ingest days whose landing files are unchanged")
+    args = parser.parse_args(argv)
+    report = run(
+        lake_root(args.lake),
+        args.run_date,
+        load_config(),
+        get_spark("mercato-ingest"),
+        args.window_days,
+        force=args.force,
+    )
+    json.dump(report, sys.stdout, indent=2, sort_keys=True)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Ingest transforms on hand-made JSON lines: typing, quarantine, event ids."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from core.contract import EVENT_COLUMNS, ITEM_COLUMNS
+from jobs.ingest import REASON_COL, accepted, ingest_events, ingest_items, rejected
+
+pytestmark = pytest.mark.spark
+
+GOOD = '{"event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "view", "ts": "2024-03-01T10:00:00+02:00", "price": 12.5, "quantity": 2}'
+NO_ID = '{"user_id": "u2", "item_id": "i2", "event_type": "purchase", "ts": "2024-03-01T08:00:00Z", "session_id": "s9", "price": "3.5"}'
+BAD_PRICE = '{"event_id": "e3", "user_id": "u3", "item_id": "i3", "event_type": "click", "ts": "2024-03-01T09:00:00.250Z", "price": "n/a", "quantity": "x"}'
+NO_TS = '{"event_id": "e4", "user_id": "u4", "item_id": "i4", "event_type": "view"}'
+BAD_TS = '{"event_id": "e5", "user_id": "u5", "item_id": "i5", "event_type": "view", "ts": "yesterday"}'
+LINES = [GOOD, NO_ID, BAD_PRICE, NO_TS, BAD_TS, "not json at all", '[{"user_id": "x"}]', "42", "", '{"user_id": "u6", "ts": ']
+
+
+def _lines(spark, values):
+    return spark.createDataFrame([(v, "a.jsonl") for v in values], "value string, source_file string")
+
+
+def test_events_are_typed_and_bad_lines_quarantined(spark):
+    labelled = ingest_events(_lines(spark, LINES)).cache()
+    sha = hashlib.sha1(b"u2|i2|purchase|2024-03-01T08:00:00.000000Z|s9").hexdigest()
+    expected = spark.createDataFrame(
+        [
+            ("e1", "u1", "i1", "view", dt.datetime(2024, 3, 1, 8), None, 12.5, 2),
+            (sha, "u2", "i2", "purchase", dt.datetime(2024, 3, 1, 8), "s9", 3.5, None),
+            ("e3", "u3", "i3", "click", dt.datetime(2024, 3, 1, 9, 0, 0, 250000), None, None, None),
+            ("e4", "u4", "i4", "view", None, None, None, None),
+        ],
+        "event_id string, user_id string, item_id string, event_type string, ts timestamp, "
+        "session_id string, price double, quantity int",
+    )
+    assertDataFrameEqual(accepted(labelled, EVENT_COLUMNS), expected)
+
+    quarantined = rejected(labelled).select("raw", "reason")
+    assertDataFrameEqual(
+        quarantined,
+        [
+            (BAD_TS, "unparseable_ts"),
+            ("not json at all", "not_json_object"),
+            ('[{"user_id": "x"}]', "not_json_object"),
+            ("42", "not_json_object"),
+            ('{"user_id": "u6", "ts": ', "not_json_object"),
+        ],
+    )
+    coerced = labelled.filter(F.col(REASON_COL).isNull()).agg(F.sum("price_invalid"), F.sum("quantity_invalid"))
+    assert coerced.first() == (1, 1)
+    assert labelled.filter(F.col(REASON_COL) == "blank_line").count() == 1
+
+
+def test_items_keep_lists_and_flag_uncastable_fields(spark):
+    lines = [
+        '{"item_id": "i1", "category": "shoes", "brand": "b", "price": 9.5, "available": true, "attributes": ["red", "42"]}',
+        '{"item_id": "i2", "price": "cheap", "available": "maybe", "attributes": "red"}',
+        "oops",
+    ]
+    labelled = ingest_items(_lines(spark, lines)).cache()
+    assertDataFrameEqual(
+        accepted(labelled, ITEM_COLUMNS),
+        spark.createDataFrame(
+            [("i1", "shoes", "b", 9.5, True, None, ["red", "42"]), ("i2", None, None, None, None, None, None)],
+            "item_id string, category string, brand string, price double, available boolean, title string, "
+            "attributes array<string>",
+        ),
+    )
+    flags = labelled.filter(F.col("item_id") == "i2").select("price_invalid", "available_invalid", "attributes_invalid")
+    assert flags.first() == (1, 1, 1)
+    assert rejected(labelled).count() == 1
