@@ -106,9 +106,9 @@ def _nfc(values: pd.Series) -> pd.Series:
 
 
 def clean_id(column: str | Column) -> Column:
-    """Trim and NFC-normalise an id; empty strings become null so they count as missing."""
+    """Trim whitespace (Unicode included) and NFC-normalise an id; empty strings become null so they count as missing."""
     col = F.col(column) if isinstance(column, str) else column
-    trimmed = F.trim(col)
+    trimmed = F.regexp_replace(col, r"^[\s\p{Z}]+|[\s\p{Z}]+$", "")
     normalised = F.when(trimmed.rlike(r"[^\x00-\x7F]"), _nfc(trimmed)).otherwise(trimmed)
     return F.when(normalised == "", F.lit(None).cast("string")).otherwise(normalised)
 

@@ -83,6 +83,8 @@ class SimConfig:
     purchase_prob: float = 0.45
     price_elasticity: float = 1.0
     extra_quantity_prob: float = 0.2
+    funnel_delay_means_s: tuple[float, float, float] = (5.0, 15.0, 60.0)
+    session_tail_margin_s: float = 1800.0
     # Dirt
     duplicate_rate: float = 0.01
     missing_price_rate: float = 0.05
@@ -334,7 +336,7 @@ def _shopper_events(
     csum = np.cumsum(gaps)
     within = csum - np.repeat(csum[offset] - gaps[offset], length) - gaps
     start = _session_starts(cfg, n_s, rng)
-    end_of_session = start + within[offset + length - 1] + 600.0
+    end_of_session = start + within[offset + length - 1] + cfg.session_tail_margin_s
     start = start - np.maximum(0.0, end_of_session - (SECONDS_PER_DAY - 1))
     start = np.maximum(start, 0.0)
     view_s = start[view_sess] + within
@@ -345,9 +347,10 @@ def _shopper_events(
     price_factor = np.clip(ratio ** (-cfg.price_elasticity * shop.user_price_sensitivity[view_user]), 0.2, 1.5)
     bought = carted & (rng.random(n_views) < np.minimum(1.0, cfg.purchase_prob * price_factor))
 
-    click_s = view_s + 1 + rng.exponential(5.0, size=n_views)
-    cart_s = click_s + 1 + rng.exponential(15.0, size=n_views)
-    buy_s = cart_s + 1 + rng.exponential(60.0, size=n_views)
+    to_click, to_cart, to_buy = cfg.funnel_delay_means_s
+    click_s = view_s + 1 + rng.exponential(to_click, size=n_views)
+    cart_s = click_s + 1 + rng.exponential(to_cart, size=n_views)
+    buy_s = cart_s + 1 + rng.exponential(to_buy, size=n_views)
     qty = rng.geometric(1 - cfg.extra_quantity_prob, size=n_views)
 
     parts = [

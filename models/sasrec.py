@@ -115,6 +115,23 @@ def validation_ndcg(model: Recommender, data: TrainData, k: int = 10, chunk: int
     return gains / max(n_targets, 1)
 
 
+def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled batches of rows of similar length (sorted inside random pools of 50 batches).
+
+    Trimming each batch to its longest row then cuts the padded work several-fold on short-sequence
+    shops while every row is still seen once per epoch in random order.
+    """
+    order = torch.randperm(len(lengths), generator=gen)
+    pool = batch_size * 50
+    batches: list[torch.Tensor] = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    perm = torch.randperm(len(batches), generator=gen)
+    return [batches[i] for i in perm]
+
+
 class SASRecNet(nn.Module):
     """Item + learned position embeddings → pre-LN causal transformer blocks → final LayerNorm."""
 
@@ -141,18 +158,20 @@ class SASRecNet(nn.Module):
             self.item_emb.weight[0].zero_()
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """(B, L) padded item ids (0 = pad) → (B, L, hidden) states; position t sees items ≤ t only."""
-        bsz, length = seq.shape
+        """(B, L≤max_len) left-padded item ids (0 = pad) → (B, L, hidden); position t sees items ≤ t only.
+
+        Positions count from the right end of the ``max_len`` window, so trimming common left padding
+        off a batch (what training and encoding do) changes nothing.
+        """
+        length = seq.shape[1]
         pad = seq == 0
-        pos = torch.arange(length, device=seq.device)
+        pos = torch.arange(self.pos_emb.num_embeddings - length, self.pos_emb.num_embeddings, device=seq.device)
         x = self.item_emb(seq) * math.sqrt(self.hidden) + self.pos_emb(pos)[None]
         x = self.emb_dropout(x) * (~pad).unsqueeze(-1)
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seq.device), diagonal=1)
-        blocked = causal[None] | pad[:, None, :]
-        blocked = blocked & ~torch.eye(length, dtype=torch.bool, device=seq.device)[None]
-        mask = torch.zeros(bsz, length, length, device=seq.device, dtype=x.dtype)
-        mask = mask.masked_fill(blocked, float("-inf")).repeat_interleave(self.n_heads, dim=0)
-        h = self.encoder(x, mask=mask)
+        blocked = (causal[None] | pad[:, None, :]) & ~torch.eye(length, dtype=torch.bool, device=seq.device)[None]
+        mask = torch.zeros(blocked.shape, device=seq.device, dtype=x.dtype).masked_fill(blocked, float("-inf"))
+        h = self.encoder(x, mask=mask.repeat_interleave(self.n_heads, dim=0))
         return self.final_norm(h)
 
     def output_items(self) -> torch.Tensor:
@@ -194,6 +213,7 @@ class SASRec(Recommender):
             raise ValueError("sasrec: no user has 2+ train items in data.sequences; cannot train a sequence model")
         tokens = pad_left(seqs, max_len + 1)
         inputs, targets = torch.from_numpy(tokens[:, :-1]), torch.from_numpy(tokens[:, 1:])
+        lengths = (targets > 0).sum(dim=1)
         self.net = SASRecNet(data.n_items, int(p["hidden"]), int(p["n_blocks"]), int(p["n_heads"]), max_len, float(p["dropout"])).to(device)
         opt = torch.optim.Adam(self.net.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
         stopper = EarlyStopping(int(p["patience"]))
@@ -202,12 +222,11 @@ class SASRec(Recommender):
         deadline = time.monotonic() + 60.0 * float(p["max_minutes"])
         for epoch in range(1, int(p["epochs"]) + 1):
             self.net.train()
-            order = torch.randperm(len(inputs), generator=gen)
             total, n_pos = 0.0, 0
-            bar = tqdm(range(0, len(order), batch), desc=f"sasrec epoch {epoch}", file=sys.stderr, leave=False)
-            for start in bar:
-                idx = order[start : start + batch]
-                x, y = inputs[idx].to(device), targets[idx].to(device)
+            batches = length_bucketed_batches(lengths, batch, gen)
+            for idx in tqdm(batches, desc=f"sasrec epoch {epoch}", file=sys.stderr, leave=False):
+                width = int(lengths[idx].max())
+                x, y = inputs[idx, -width:].to(device), targets[idx, -width:].to(device)
                 with autocast_context(device):
                     h = self.net(x)
                     keep = y > 0
@@ -239,14 +258,18 @@ class SASRec(Recommender):
         nonempty = [i for i, h in enumerate(histories) if len(h)]
         if not nonempty:
             return out
-        tokens = torch.from_numpy(pad_left([histories[i] for i in nonempty], max_len))
+        rows = np.asarray(nonempty)
+        lengths = np.minimum([len(histories[i]) for i in nonempty], max_len)
+        rows = rows[np.argsort(lengths, kind="stable")]
+        lengths = np.sort(lengths)
+        tokens = torch.from_numpy(pad_left([histories[i] for i in rows], max_len))
         device = next(self.net.parameters()).device
         self.net.eval()
-        vecs = []
         with torch.no_grad():
-            for start in range(0, len(tokens), 1024):
-                vecs.append(self.net(tokens[start : start + 1024].to(device))[:, -1, :].float().cpu())
-        out[nonempty] = torch.cat(vecs).numpy()
+            for start in range(0, len(rows), 1024):
+                width = int(lengths[start : start + 1024].max())
+                h = self.net(tokens[start : start + 1024, -width:].to(device))[:, -1, :]
+                out[rows[start : start + 1024]] = h.float().cpu().numpy()
         return out
 
     def item_matrix(self) -> np.ndarray:

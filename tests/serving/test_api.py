@@ -126,3 +126,51 @@ def test_tampered_artifact_refused_and_old_model_keeps_serving(
         assert health.status_code == 200 and health.json()["model"]["version"] == "1"
         assert client.get("/v1/recommendations/u1").json()["model"]["version"] == "1"
         assert "ids.json" in app.state.store.describe()["last_error"]
+
+
+def test_serves_a_real_popularity_model_with_its_fallback(registry: ServingRegistry, tmp_path: Path) -> None:
+    import json
+
+    import pandas as pd
+
+    popularity = pytest.importorskip("models.popularity")
+    from models.data import TrainData
+
+    rows = [
+        ("a", "p1", "purchase"),
+        ("a", "p2", "view"),
+        ("b", "p1", "click"),
+        ("b", "p3", "view"),
+        ("c", "p1", "view"),
+    ]
+    events = pd.DataFrame(
+        [
+            {"user_id": u, "item_id": i, "event_type": t, "ts": f"2024-01-0{n + 1}T00:00:00Z"}
+            for n, (u, i, t) in enumerate(rows)
+        ]
+    )
+    items = pd.DataFrame(
+        {
+            "item_id": ["p1", "p2", "p3"],
+            "category": ["shoes", "hats", "shoes"],
+            "brand": ["x", "y", "x"],
+            "price": [10.0, 20.0, 30.0],
+            "available": [True, True, True],
+        }
+    )
+    data = TrainData.from_events(events, items)
+    model = popularity.PopularityRecommender(profile="quick").fit(data)
+    art = model.export(tmp_path / "pop")
+    (art / "fallback.json").write_text(json.dumps(popularity.fallback_lists(data)))
+    registry.publish(art, "popularity", 1)
+    registry.set_champion("popularity", 1)
+
+    with TestClient(create_app(poll=False)) as client:
+        known = client.get("/v1/recommendations/a", params={"k": 3}).json()
+        unknown = client.get("/v1/recommendations/zed", params={"k": 3}).json()
+    assert known["model"] == {"name": "popularity", "version": "1"} and known["fallback"] is False
+    assert known["items"][0] == {"item_id": "p1", "score": 1.0} and len(known["items"]) == 3
+    assert unknown["fallback"] is True
+    assert [it["item_id"] for it in unknown["items"]] == [
+        e["item_id"] for e in popularity.fallback_lists(data)["overall"][:3]
+    ]

@@ -13,6 +13,7 @@ from models.registry import ServingRegistry
 from serving.scorer import Fallback, Scorer
 from serving.store import ModelStore
 from tests.models.test_registry import export_toy, make_toy
+from tests.services import S3Server, s3_env, s3_server  # noqa: F401
 
 
 def publish(reg: ServingRegistry, tmp_path: Path, version: int, seed: int | None = None, champion: bool = True) -> None:
@@ -171,3 +172,22 @@ def test_model_that_loads_but_cannot_score_is_refused(store: ModelStore, tmp_pat
     assert store.refresh() is False
     assert store.current.version == "1"
     assert "toy/5" in store.status.last_error
+
+
+@pytest.mark.services
+def test_store_over_s3_registry_swaps_and_refuses(s3_env: S3Server, tmp_path: Path) -> None:  # noqa: F811
+    uri = s3_env.fresh_prefix()
+    store = ModelStore(ServingRegistry(uri), tmp_path / "cache", poll_seconds=0.05)
+    publish(store.registry, tmp_path, 1)
+    assert store.refresh() is True and store.current.version == "1"
+
+    publish(store.registry, tmp_path, 2, champion=False)
+    key = f"{uri.removeprefix(f's3://{s3_env.bucket}/')}/toy/2/arrays.npz"
+    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=b"not the published bytes")
+    store.registry.set_champion("toy", 2)
+    assert store.refresh() is False and store.current.version == "1"
+    assert "arrays.npz" in store.status.last_error
+
+    publish(store.registry, tmp_path, 3)
+    assert store.refresh() is True and store.current.version == "3"
+    assert store.current.scorer.recommend("u1", 2).items

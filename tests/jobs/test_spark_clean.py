@@ -1,0 +1,171 @@
+"""Clean transforms on hand-made bronze rows: every drop reason, id normalisation, price fill, items."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from core.contract import ITEM_COLUMNS
+from jobs.clean import (
+    DROP_REASON_COL,
+    add_missing_items,
+    bot_users,
+    catalogue,
+    clean_events,
+    label_duplicates,
+    label_invalid,
+    label_items,
+    normalise_events,
+    silver_rows,
+)
+
+pytestmark = pytest.mark.spark
+
+EVENTS_DDL = (
+    "event_id string, user_id string, item_id string, event_type string, ts timestamp, session_id string, "
+    "price double, quantity int, dt date"
+)
+ITEMS_DDL = (
+    "item_id string, category string, brand string, price double, available boolean, title string, "
+    "attributes array<string>"
+)
+BRONZE_ITEMS_DDL = ITEMS_DDL + ", source_file string, source_mtime timestamp, source_seq long"
+DAY = dt.date(2024, 3, 2)
+T0 = dt.datetime(2024, 3, 2, 10, 0)
+
+
+def ev(eid, user, item, etype="view", ts=T0, price=None, day=DAY, session=None):
+    return (eid, user, item, etype, ts, session, price, 1, day)
+
+
+def test_ids_are_trimmed_and_nfc_normalised(spark):
+    rows = spark.createDataFrame([ev("e1", "  Cafe\u0301 ", " i1\t", " VIEW "), ev("e2", "   ", "i2", session="")], EVENTS_DDL)
+    out = normalise_events(rows).select("user_id", "item_id", "event_type", "session_id")
+    assertDataFrameEqual(out, [("Caf\u00e9", "i1", "view", None), (None, "i2", "view", None)])
+
+
+def test_missing_ids_and_unknown_types_are_labelled(spark):
+    rows = spark.createDataFrame(
+        [
+            ev("e1", "u1", "i1"),
+            ev("e2", None, "i1"),
+            ev("e3", "u1", "i1", ts=None),
+            ev("e4", "u1", "i1", etype="wishlist"),
+            ev("e5", "u1", None, etype="wishlist"),
+        ],
+        EVENTS_DDL,
+    )
+    out = label_invalid(rows).select("event_id", DROP_REASON_COL)
+    assertDataFrameEqual(
+        out,
+        [("e1", None), ("e2", "missing_id"), ("e3", "missing_id"), ("e4", "unknown_event_type"), ("e5", "missing_id")],
+    )
+
+
+def test_duplicates_keep_the_earliest_landing_day_then_ts(spark):
+    rows = spark.createDataFrame(
+        [
+            ev("a", "u1", "i1", ts=T0, day=DAY),
+            ev("a", "u1", "i1", ts=T0, day=DAY - dt.timedelta(days=1)),
+            ev("b", "u1", "i2", ts=T0 + dt.timedelta(minutes=1)),
+            ev("b", "u1", "i2", ts=T0),
+            ev("c", None, "i3"),  # invalid rows never make a valid row a duplicate
+            ev("c", "u1", "i3"),
+        ],
+        EVENTS_DDL,
+    )
+    out = label_duplicates(label_invalid(rows)).select("event_id", "ts", "dt", DROP_REASON_COL)
+    earlier = DAY - dt.timedelta(days=1)
+    assertDataFrameEqual(
+        out,
+        [
+            ("a", T0, earlier, None),
+            ("a", T0, DAY, "duplicate"),
+            ("b", T0, DAY, None),
+            ("b", T0 + dt.timedelta(minutes=1), DAY, "duplicate"),
+            ("c", T0, DAY, "missing_id"),
+            ("c", T0, DAY, None),
+        ],
+    )
+
+
+def test_bot_users_by_minute_and_by_day(spark):
+    burst = [ev(f"m{i}", "burst", "i1", ts=T0 + dt.timedelta(seconds=i)) for i in range(4)]
+    steady = [ev(f"d{i}", "steady", "i1", ts=T0 + dt.timedelta(minutes=i)) for i in range(6)]
+    human = [ev(f"h{i}", "human", "i1", ts=T0 + dt.timedelta(minutes=2 * i)) for i in range(3)]
+    rows = spark.createDataFrame(burst + steady + human, EVENTS_DDL)
+    bots = bot_users(rows, max_events_per_minute=3, max_events_per_day=5)
+    assertDataFrameEqual(bots, [("burst", 4, 4), ("steady", 1, 6)])
+
+
+def test_clean_events_labels_each_row_once_and_fills_prices(spark):
+    events = spark.createDataFrame(
+        [
+            ev("e1", "u1", "i1", etype="view", price=None),  # filled from the catalogue
+            ev("e2", "u1", "i2", etype="purchase", price=5.0),
+            ev("e2", "u1", "i2", etype="purchase", price=5.0),  # duplicate
+            ev("e3", "u1", "i9", etype="click", price=None),  # not in the catalogue: stays null
+            ev("e4", "u2", "i1", etype="view", price=-1.0),  # negative
+            ev("e5", "u3", "i1", etype="bogus"),
+            ev("e6", "", "i1"),
+            ev("e7", "u1", "i1", ts=dt.datetime(2024, 2, 20), price=2.0),  # late, kept
+        ]
+        + [ev(f"b{i}", "bot", "i1", ts=T0 + dt.timedelta(seconds=i)) for i in range(4)],
+        EVENTS_DDL,
+    )
+    items = spark.createDataFrame([("i1", "c", "b", 7.0, True, None, None), ("i2", "c", "b", 5.0, True, None, None)], ITEMS_DDL)
+    labelled = clean_events(
+        normalise_events(events),
+        items,
+        bot_max_events_per_minute=3,
+        bot_max_events_per_day=100,
+        late_after_days=2,
+    ).cache()
+    reasons = labelled.groupBy(DROP_REASON_COL).count()
+    assertDataFrameEqual(
+        reasons,
+        [(None, 4), ("duplicate", 1), ("negative_price", 1), ("unknown_event_type", 1), ("missing_id", 1), ("bot_user", 4)],
+    )
+    kept = silver_rows(labelled).select("event_id", "price")
+    assertDataFrameEqual(kept, [("e1", 7.0), ("e2", 5.0), ("e3", None), ("e7", 2.0)])
+    flags = labelled.filter(F.col(DROP_REASON_COL).isNull()).agg(
+        F.sum(F.col("price_filled").cast("int")), F.sum(F.col("is_late").cast("int"))
+    )
+    assert flags.first() == (1, 1)
+
+
+def test_items_last_drop_wins_and_missing_items_are_added(spark):
+    old, new = dt.datetime(2024, 3, 1), dt.datetime(2024, 3, 2)
+    bronze = spark.createDataFrame(
+        [
+            ("i1", "old", "b", 1.0, True, None, None, "a.jsonl", old, 0),
+            ("i1", "new", "b", 2.0, True, None, None, "b.jsonl", new, 1),
+            (" i2 ", "c", "b", -3.0, False, "t", ["x"], "a.jsonl", old, 2),
+            ("i3", "first", "b", 1.0, True, None, None, "b.jsonl", new, 2),
+            ("i3", "second", "b", 1.5, True, None, None, "b.jsonl", new, 3),
+            ("  ", "c", "b", 1.0, True, None, None, "a.jsonl", old, 4),
+        ],
+        BRONZE_ITEMS_DDL,
+    )
+    labelled = label_items(bronze)
+    assertDataFrameEqual(
+        labelled.groupBy(DROP_REASON_COL).count(), [(None, 3), ("superseded", 2), ("missing_id", 1)]
+    )
+    previous = spark.createDataFrame([("i0", None, None, None, None, None, None), ("i1", "x", "x", 9.0, True, None, None)], ITEMS_DDL)
+    items = catalogue(labelled, previous=previous)
+    events = spark.createDataFrame([ev("e1", "u1", "i1"), ev("e2", "u1", "i7")], EVENTS_DDL)
+    out = add_missing_items(items, events).select(*ITEM_COLUMNS)
+    expected = spark.createDataFrame(
+        [
+            ("i1", "new", "b", 2.0, True, None, None),
+            ("i2", "c", "b", None, False, "t", ["x"]),
+            ("i3", "second", "b", 1.5, True, None, None),
+            ("i0", None, None, None, None, None, None),
+            ("i7", None, None, None, None, None, None),
+        ],
+        ITEMS_DDL,
+    )
+    assertDataFrameEqual(out, expected)
