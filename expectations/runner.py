@@ -26,7 +26,7 @@ from core.config import load_config
 from core.contract import ITEM_COL, USER_COL
 from core.lake import Lake
 from core.settings import get_settings
-from expectations.suites import LEAKED_PAIR_COL, SPLIT_COL, USER_WITHOUT_TRAIN_COL, stage_suites
+from expectations.suites import LEAKED_PAIR_COL, SPLIT_COL, TABLE_ROW_KEYS, USER_WITHOUT_TRAIN_COL, stage_suites
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -173,8 +173,14 @@ def _expectation_summary(result: Any) -> dict[str, Any]:
     for key in ("observed_value", "element_count", "unexpected_count", "unexpected_percent", "missing_count"):
         if key in body:
             entry[key] = _json_safe(body[key])
+    if "unexpected_percent_total" in body:
+        entry["unexpected_percent_total"] = _json_safe(body["unexpected_percent_total"])
     if "partial_unexpected_list" in body:
         entry["unexpected_sample"] = _json_safe(body["partial_unexpected_list"][:UNEXPECTED_SAMPLE])
+    if body.get("partial_unexpected_counts"):
+        entry["unexpected_value_counts"] = _json_safe(body["partial_unexpected_counts"][:UNEXPECTED_SAMPLE])
+    if body.get("partial_unexpected_index_list"):
+        entry["unexpected_rows"] = _json_safe(body["partial_unexpected_index_list"][:UNEXPECTED_SAMPLE])
     info = result.exception_info or {}
     if info.get("raised_exception"):
         entry["error"] = str(info.get("exception_message"))
@@ -199,7 +205,11 @@ def _run_checkpoint(context: Any, stage: str, table: str, frame: DataFrame, suit
             name=f"{stage}__{table}",
             validation_definitions=[definition],
             actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": UNEXPECTED_SAMPLE},
+            result_format={
+                "result_format": "SUMMARY",
+                "partial_unexpected_count": UNEXPECTED_SAMPLE,
+                "unexpected_index_column_names": list(TABLE_ROW_KEYS.get(table, ())),
+            },
         )
     )
     outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
@@ -252,13 +262,15 @@ def validate_stage(
     }
     for table, suite in suites.items():
         frame, origin = tables[table]
+        table_started = time.perf_counter()
         frame = frame.cache()
         try:
             rows = frame.count()
             result = _run_checkpoint(context, stage, table, frame, suite, run_id)
         finally:
             frame.unpersist()
-        summary["tables"][table] = {**origin, "rows": rows, **result}
+        seconds = round(time.perf_counter() - table_started, 3)
+        summary["tables"][table] = {**origin, "rows": rows, **result, "seconds": seconds}
         summary["success"] = summary["success"] and result["success"]
     summary["data_docs"] = str(docs_dir / "index.html")
     summary["summary_path"] = str(run_dir / f"validation_{stage}.json")
@@ -279,42 +291,74 @@ def validate_stage(
 def _observed(entry: dict[str, Any]) -> str:
     if "error" in entry:
         return f"the check itself failed: {entry['error']}"
-    if entry.get("unexpected_count") is not None:
-        count, total = entry["unexpected_count"], entry.get("element_count")
-        pct = entry.get("unexpected_percent")
-        share = f" ({pct:.3g}% of non-null values)" if isinstance(pct, int | float) else ""
-        of = f" of {total:,}" if isinstance(total, int) else ""
-        return f"{count:,}{of} rows unexpected{share}"
+    count = entry.get("unexpected_count")
+    if count is not None:
+        total = entry.get("element_count")
+        pct = entry.get("unexpected_percent_total", entry.get("unexpected_percent"))
+        line = f"{count:,} of {total:,} rows break it" if isinstance(total, int) else f"{count:,} rows break it"
+        if isinstance(pct, int | float):
+            line += f" ({pct:.3g}%)"
+        if entry.get("missing_count"):
+            line += f"; {entry['missing_count']:,} null(s) not checked"
+        return line
     if "observed_value" in entry:
-        return f"{entry['observed_value']}"
+        return json.dumps(entry["observed_value"], default=str)
     return "no observation recorded"
+
+
+def _offending_values(entry: dict[str, Any]) -> str:
+    counts = [c for c in entry.get("unexpected_value_counts", []) if c.get("value") is not None]
+    shown = [f"{c['value']!r} ×{c['count']}" if c["count"] > 1 else repr(c["value"]) for c in counts[:MESSAGE_SAMPLE]]
+    more = " …" if len(counts) > MESSAGE_SAMPLE else ""
+    return ", ".join(shown) + more
+
+
+def _offending_rows(entry: dict[str, Any]) -> str:
+    checked = entry["column"] if isinstance(entry["column"], list) else [entry["column"]]
+    rows = entry.get("unexpected_rows", [])
+    keys = [k for k in (rows[0] if rows else {}) if k not in checked]
+    if not keys:
+        return ""
+    shown = [
+        str(row[keys[0]]) if len(keys) == 1 else "(" + ", ".join(str(row[k]) for k in keys) + ")"
+        for row in rows[:MESSAGE_SAMPLE]
+    ]
+    more = " …" if (entry.get("unexpected_count") or 0) > len(shown) else ""
+    return f"{', '.join(shown)}{more}  [{', '.join(keys)}]"
 
 
 def format_failure(summary: dict[str, Any]) -> str:
     """A multi-line report of a failed stage: each broken expectation, what was expected, what was seen."""
-    failed = [(t, e) for t, tbl in summary["tables"].items() for e in tbl["expectations"] if not e["success"]]
-    total = sum(len(tbl["expectations"]) for tbl in summary["tables"].values())
+    tables = summary["tables"]
+    failed = sum(not e["success"] for tbl in tables.values() for e in tbl["expectations"])
+    total = sum(len(tbl["expectations"]) for tbl in tables.values())
     lines = [
         f"Data validation FAILED for stage '{summary['stage']}' (run {summary['run_date']}): "
-        f"{len(failed)} of {total} expectations broken."
+        f"{failed} of {total} expectations broken."
     ]
-    for table, tbl in summary["tables"].items():
+    for table, tbl in tables.items():
         broken = [e for e in tbl["expectations"] if not e["success"]]
         if not broken:
             continue
         where = ", ".join(tbl.get("partitions", [])) or tbl.get("path", "")
         lines.append(f"  table {table} (suite {tbl['suite']}, {tbl['rows']:,} rows; {where}):")
         for entry in broken:
-            lines.append(f"    ✗ column {entry['column']}: {entry['expectation']}")
+            column = ", ".join(entry["column"]) if isinstance(entry["column"], list) else entry["column"]
+            lines.append(f"    ✗ column {column}: {entry['expectation']}")
             lines.append(f"        expected: {entry['expected']}")
             lines.append(f"        observed: {_observed(entry)}")
-            sample = entry.get("unexpected_sample")
-            if sample:
-                shown = ", ".join(repr(v) for v in sample[:MESSAGE_SAMPLE])
-                more = " …" if len(sample) > MESSAGE_SAMPLE or entry.get("unexpected_count", 0) > len(sample) else ""
-                lines.append(f"        offending values: {shown}{more}")
+            values = _offending_values(entry)
+            if values:
+                lines.append(f"        offending values: {values}")
+            rows = _offending_rows(entry)
+            if rows:
+                lines.append(f"        offending rows: {rows}")
     lines.append(f"  Data Docs: {summary.get('data_docs', '(not written)')}")
     lines.append(f"  Summary:   {summary.get('summary_path', '(not written)')}")
+    lines.append(
+        "  Fix the data (or the job that wrote it) and rerun this task; tolerances live in "
+        "config/recsys.toml [validation]."
+    )
     return "\n".join(lines)
 
 

@@ -265,6 +265,19 @@ def split_checks_suite() -> gx.ExpectationSuite:
     return _suite(name_, expectations)
 
 
+#: Columns that identify a row of each validated table; a failure report names offending rows by them.
+TABLE_ROW_KEYS: dict[str, tuple[str, ...]] = {
+    "bronze_events": (EVENT_ID_COL,),
+    "silver_events": (EVENT_ID_COL,),
+    "silver_items": (ITEM_COL,),
+    "interactions": (USER_COL, ITEM_COL),
+    "users": (USER_COL,),
+    "items": (ITEM_COL,),
+    "split=train": (USER_COL, ITEM_COL),
+    "split_checks": (SPLIT_COL, USER_COL, ITEM_COL),
+}
+
+
 def validation_thresholds(cfg: dict[str, Any]) -> dict[str, Any]:
     """The ``[validation]`` section with every key the suites need, naming a missing one."""
     try:

@@ -6,12 +6,10 @@ import argparse
 import datetime as dt
 import json
 import os
-import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -34,6 +32,9 @@ from core.contract import (
 )
 from core.lake import Lake, commit_path, staging_path
 from core.settings import get_settings
+
+#: ``com.ibm.icu.text.Normalizer.compose(s, false)`` is NFC.
+NFC_CLASS = "com.ibm.icu.text.Normalizer"
 
 #: Rows per output Parquet file; day partitions and gold tables stay at one or two files.
 ROWS_PER_FILE = 2_000_000
@@ -100,16 +101,18 @@ def day_start(day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day)
 
 
-@F.pandas_udf(T.StringType())  # type: ignore[call-overload]
-def _nfc(values: pd.Series) -> pd.Series:
-    return values.map(lambda v: unicodedata.normalize("NFC", v) if isinstance(v, str) else v)
+def nfc(col: Column) -> Column:
+    """NFC normal form in the JVM (ICU4J ships with Spark 4), so no Python worker is started."""
+    return F.when(
+        col.isNotNull(), F.call_function("java_method", F.lit(NFC_CLASS), F.lit("compose"), col, F.lit(False))
+    )
 
 
 def clean_id(column: str | Column) -> Column:
     """Trim whitespace (Unicode included) and NFC-normalise an id; empty strings become null so they count as missing."""
     col = F.col(column) if isinstance(column, str) else column
     trimmed = F.regexp_replace(col, r"^[\s\p{Z}]+|[\s\p{Z}]+$", "")
-    normalised = F.when(trimmed.rlike(r"[^\x00-\x7F]"), _nfc(trimmed)).otherwise(trimmed)
+    normalised = F.when(trimmed.rlike(r"[^\x00-\x7F]"), nfc(trimmed)).otherwise(trimmed)
     return F.when(normalised == "", F.lit(None).cast("string")).otherwise(normalised)
 
 

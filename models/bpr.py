@@ -22,20 +22,21 @@ from models.torch_utils import pick_device, progress, seed_everything
 
 
 def sample_negatives(
-    users: np.ndarray, positive_codes: np.ndarray, n_items: int, rng: np.random.Generator, retries: int = 5
+    users: np.ndarray, positive_codes: np.ndarray, n_items: int, rng: np.random.Generator, retries: int = 50
 ) -> np.ndarray:
-    """One uniform item per row of ``users``, re-drawn (up to ``retries`` times) when it is a positive.
+    """One uniform item per row of ``users``, re-drawn (up to ``retries`` times) while it is a positive.
 
     ``positive_codes`` are the sorted ``user * n_items + item`` codes of the train pairs.
     """
     neg = rng.integers(0, n_items, size=len(users), dtype=np.int64)
-    for _ in range(retries):
-        codes = users * n_items + neg
-        pos = np.searchsorted(positive_codes, codes)
-        clash = (pos < len(positive_codes)) & (positive_codes[np.minimum(pos, len(positive_codes) - 1)] == codes)
-        if not clash.any():
+    todo = np.arange(len(users))
+    for _ in range(retries + 1):
+        codes = users[todo] * n_items + neg[todo]
+        pos = np.minimum(np.searchsorted(positive_codes, codes), len(positive_codes) - 1)
+        todo = todo[positive_codes[pos] == codes]
+        if not len(todo):
             break
-        neg[clash] = rng.integers(0, n_items, size=int(clash.sum()), dtype=np.int64)
+        neg[todo] = rng.integers(0, n_items, size=len(todo), dtype=np.int64)
     return neg
 
 
@@ -146,7 +147,7 @@ class BPRRecommender(Recommender):
         known = users != UNKNOWN_USER
         out[known] = self._users[users[known]]
         for row in np.flatnonzero(~known):
-            hist = np.asarray(histories[row], dtype=np.int64)
+            hist = np.asarray(histories[int(row)], dtype=np.int64)
             if len(hist):
                 out[row] = self._items[hist].mean(axis=0)
         return out

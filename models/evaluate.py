@@ -148,4 +148,3 @@ def evaluate(
             Path(topk_out).parent.mkdir(parents=True, exist_ok=True)
             Path(topk_out).write_text(json.dumps(lists))
     return out
-

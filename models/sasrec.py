@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,11 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from models.base import EpochCallback, Recommender, register
 from models.data import TrainData
-
+from models.torch_utils import pick_device, progress, seed_everything
 
 
 def pad_left(seqs: Sequence[np.ndarray], max_len: int, shift: int = 1) -> np.ndarray:
@@ -38,23 +36,6 @@ def pad_left(seqs: Sequence[np.ndarray], max_len: int, shift: int = 1) -> np.nda
 
 
 # ---- training helpers shared by the torch models (sasrec, two_tower) ------------------------------
-def pick_device(requested: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error naming the fix."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but no CUDA device is visible; use device='auto' or 'cpu'")
-    return torch.device(requested)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python-free RNGs that training touches (numpy, torch CPU and CUDA)."""
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
 def autocast_context(device: torch.device) -> Any:
     """Mixed precision (bf16 autocast) on CUDA; a no-op context on CPU."""
     if device.type == "cuda":
@@ -89,30 +70,21 @@ class EarlyStopping:
             module.load_state_dict(self.best_state)
 
 
-def validation_ndcg(model: Recommender, data: TrainData, k: int = 10, chunk: int = 2048) -> float:
-    """Mean NDCG@k of ``data.valid`` targets under full ranking, train history excluded.
+def validation_users(data: TrainData, n_users: int, seed: int) -> np.ndarray | None:
+    """A seeded sample of at most ``n_users`` validation users for early stopping (None: no valid split)."""
+    if not data.valid or n_users <= 0:
+        return None
+    users = np.array(sorted(data.valid), dtype=np.int64)
+    if len(users) <= n_users:
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, size=n_users, replace=False))
 
-    Rank = number of non-history items scoring strictly above the target; used for early stopping,
-    so it is cheap (no sort) and exactly the metric the stopping rule names.
-    """
-    users = np.fromiter(data.valid.keys(), dtype=np.int64, count=len(data.valid))
-    if len(users) == 0:
-        return 0.0
-    gains = 0.0
-    n_targets = 0
-    for start in range(0, len(users), chunk):
-        batch = users[start : start + chunk]
-        hists = [data.sequences[u] for u in batch]
-        scores = model.score(batch, hists)
-        for row, user in enumerate(batch):
-            if len(hists[row]):
-                scores[row, hists[row]] = -np.inf
-            for target in np.asarray(data.valid[int(user)]).ravel():
-                rank = int((scores[row] > scores[row, target]).sum())
-                n_targets += 1
-                if rank < k:
-                    gains += 1.0 / math.log2(rank + 2)
-    return gains / max(n_targets, 1)
+
+def validation_ndcg(model: Recommender, data: TrainData, users: np.ndarray) -> float:
+    """NDCG@10 on ``data.valid`` for ``users`` with the project's evaluator (full ranking, train excluded)."""
+    from models.evaluate import evaluate
+
+    return float(evaluate(model, data, split="valid", ks=(10,), users=users)["ndcg@10"])
 
 
 def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
@@ -196,17 +168,17 @@ class SASRec(Recommender):
             "batch_size": 128,
             "epochs": 200,
             "patience": 10,
-            "eval_every": 1,
+            "val_users": 10000,
             "max_minutes": 25.0,
         },
-        "quick": {"epochs": 12, "patience": 3, "max_minutes": 2.0},
+        "quick": {"epochs": 12, "patience": 3, "val_users": 2000, "max_minutes": 2.0},
     }
 
     def _fit(self, data: TrainData, callback: EpochCallback | None) -> None:
         p = self.params
-        seed_everything(int(p["seed"]))
+        gen = seed_everything(int(p["seed"]))
         device = pick_device(str(p["device"]))
-        self._device = device
+        self.device_used = str(device)
         max_len = int(p["max_len"])
         seqs = [s for s in data.sequences if len(s) >= 2]
         if not seqs:
@@ -214,41 +186,48 @@ class SASRec(Recommender):
         tokens = pad_left(seqs, max_len + 1)
         inputs, targets = torch.from_numpy(tokens[:, :-1]), torch.from_numpy(tokens[:, 1:])
         lengths = (targets > 0).sum(dim=1)
-        self.net = SASRecNet(data.n_items, int(p["hidden"]), int(p["n_blocks"]), int(p["n_heads"]), max_len, float(p["dropout"])).to(device)
+        self.net = self._build(data.n_items).to(device)
         opt = torch.optim.Adam(self.net.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
         stopper = EarlyStopping(int(p["patience"]))
-        gen = torch.Generator().manual_seed(int(p["seed"]))
-        batch = int(p["batch_size"])
-        deadline = time.monotonic() + 60.0 * float(p["max_minutes"])
+        val_users = validation_users(data, int(p["val_users"]), int(p["seed"]))
+        start = time.perf_counter()
+        deadline = start + 60.0 * float(p["max_minutes"])
         for epoch in range(1, int(p["epochs"]) + 1):
             self.net.train()
             total, n_pos = 0.0, 0
-            batches = length_bucketed_batches(lengths, batch, gen)
-            for idx in tqdm(batches, desc=f"sasrec epoch {epoch}", file=sys.stderr, leave=False):
+            batches = length_bucketed_batches(lengths, int(p["batch_size"]), gen)
+            for idx in progress(batches, desc=f"sasrec epoch {epoch}", total=len(batches)):
                 width = int(lengths[idx].max())
                 x, y = inputs[idx, -width:].to(device), targets[idx, -width:].to(device)
+                keep = y > 0
                 with autocast_context(device):
-                    h = self.net(x)
-                    keep = y > 0
-                    logits = h[keep] @ self.net.output_items().T
-                    loss = nn.functional.cross_entropy(logits.float(), y[keep] - 1)
+                    logits = self.net(x)[keep] @ self.net.output_items().T
+                loss = nn.functional.cross_entropy(logits.float(), y[keep] - 1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * int(keep.sum())
+                total += float(loss.detach()) * int(keep.sum())
                 n_pos += int(keep.sum())
             metrics = {"loss": total / max(n_pos, 1)}
-            if data.valid and epoch % int(p["eval_every"]) == 0:
-                metrics["val_ndcg@10"] = validation_ndcg(self, data, k=10)
+            if val_users is not None:
+                self.net.eval()
+                metrics["val_ndcg@10"] = validation_ndcg(self, data, val_users)
                 stopper.update(metrics["val_ndcg@10"], epoch, self.net)
             self.history.append({"epoch": float(epoch), **metrics})
             if callback is not None:
                 callback(epoch, metrics)
-            if stopper.should_stop or time.monotonic() > deadline:
+            if stopper.should_stop or time.perf_counter() > deadline:
                 break
         stopper.restore(self.net)
         self.net.eval()
-        self.params["best_epoch"] = stopper.best_epoch
+        self.best_epoch = stopper.best_epoch
+        self.train_seconds = time.perf_counter() - start
+
+    def _build(self, n_items: int) -> SASRecNet:
+        p = self.params
+        return SASRecNet(
+            n_items, int(p["hidden"]), int(p["n_blocks"]), int(p["n_heads"]), int(p["max_len"]), float(p["dropout"])
+        )
 
     # ---- scoring --------------------------------------------------------------------------
     def user_vectors(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
@@ -280,8 +259,6 @@ class SASRec(Recommender):
         return {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
 
     def _restore(self, state: dict[str, np.ndarray]) -> None:
-        p = self.params
-        n_items = state["item_emb.weight"].shape[0] - 1
-        self.net = SASRecNet(n_items, int(p["hidden"]), int(p["n_blocks"]), int(p["n_heads"]), int(p["max_len"]), float(p["dropout"]))
+        self.net = self._build(state["item_emb.weight"].shape[0] - 1)
         self.net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
         self.net.eval()

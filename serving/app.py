@@ -1,33 +1,51 @@
-"""FastAPI scoring API: ``/health`` and ``/v1/recommendations/{user_id}``.
+"""FastAPI scoring API.
 
-``create_app`` builds everything (settings, registry, model store) and starts nothing: the first
-poll and the polling thread start with the app's lifespan, so importing this module is free.
-Client errors come back as JSON ``{"error": ...}``; unexpected ones as a 500 without a stack trace.
+Routes: ``GET /health``; ``POST /v1/events`` (validate, update the real-time user state, append to
+the landing zone in micro-batches; 202); ``GET /v1/recommendations/{user_id}`` (model + live state);
+``POST /v1/recommendations`` (anonymous session from its recent items); ``GET
+/v1/items/{item_id}/similar`` (cosine of the model's item vectors); ``GET /metrics`` (Prometheus).
+
+``create_app`` builds everything (settings, registry, model store, state, landing writer) and starts
+nothing: the first poll, the polling thread and the landing timer start with the app's lifespan, and
+its shutdown flushes every accepted event. Every client error is a 4xx JSON ``{"error": ...}`` that
+names the field; unexpected ones a 500 without a stack trace.
 (No ``from __future__ import annotations``: FastAPI must resolve route annotations that use locals.)
 """
 
+import datetime as dt
 import logging
+import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Body, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.settings import Settings
 from models.registry import ServingRegistry
+from serving.events import LandingWriter, check_id, validate_batch
+from serving.metrics import ApiMetrics
+from serving.scorer import Ranking, RankOptions, ScoredItem
 from serving.settings import ServingConfig, serving_settings
+from serving.state import EMPTY, LiveEvent, StateStore, UserState, collapse_repeats, open_state
 from serving.store import LoadedModel, ModelStore
 
 log = logging.getLogger(__name__)
+
+ExcludePolicy = Literal["purchased", "seen", "none"]
 
 
 class ItemOut(BaseModel):
     item_id: str
     score: float
+    reason: str | None = None
 
 
 class ModelRef(BaseModel):
@@ -36,10 +54,50 @@ class ModelRef(BaseModel):
 
 
 class RecommendationsOut(BaseModel):
-    user_id: str
+    user_id: str | None
     items: list[ItemOut]
     model: ModelRef
     fallback: bool
+    live_items: int = Field(description="Recent items from the live state / session used for this answer.")
+
+
+class SimilarOut(BaseModel):
+    item_id: str
+    items: list[ItemOut]
+    model: ModelRef
+
+
+class SessionIn(BaseModel):
+    """An anonymous session: what it viewed (oldest first) and bought, plus the ranking options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recent_items: list[str] = Field(default_factory=list)
+    purchased_items: list[str] = Field(default_factory=list)
+    k: int = 10
+    exclude: ExcludePolicy | None = None
+    category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    diversity: float | None = None
+
+
+class EventsIn(BaseModel):
+    """A batch of events in the landing contract (user_id, item_id, event_type, ts, session_id, price, quantity, event_id)."""
+
+    events: list[Any]
+
+
+class EventErrorOut(BaseModel):
+    index: int
+    field: str
+    message: str
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    rejected: int
+    errors: list[EventErrorOut]
 
 
 class HealthOut(BaseModel):
@@ -64,7 +122,7 @@ class ApiError(Exception):
 
 def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc if p not in ("query", "path", "body", "header")]
-    return ".".join(parts) or "request"
+    return ".".join(parts) or ("body" if "body" in loc else "request")
 
 
 def install_error_handlers(app: FastAPI, max_k: int) -> None:
@@ -78,6 +136,9 @@ def install_error_handlers(app: FastAPI, max_k: int) -> None:
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         messages = []
         for err in exc.errors():
+            if err.get("type") == "json_invalid":
+                messages.append("body: malformed JSON; send a JSON object")
+                continue
             field = _field_name(err.get("loc", ()))
             hint = f" (allowed: integer 1..{max_k})" if field == "k" else ""
             messages.append(f"{field}: {err.get('msg', 'invalid')}{hint}")
@@ -93,10 +154,56 @@ def install_error_handlers(app: FastAPI, max_k: int) -> None:
         return JSONResponse(status_code=500, content={"error": f"internal error ({type(exc).__name__})"})
 
 
+class MetricsMiddleware:
+    """Times every request by route template and refuses bodies over ``max_body_bytes`` (413)."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+                response = JSONResponse(
+                    status_code=413,
+                    content={
+                        "error": f"body: {length.decode(errors='replace')} bytes exceeds the {self.max_body_bytes}-byte limit"
+                    },
+                )
+                await response(scope, receive, send_status)
+                return
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.latency.labels(route, scope.get("method", ""), f"{status // 100}xx").observe(
+                time.perf_counter() - start
+            )
+
+
 def build_store(settings: Settings | None = None, cfg: dict[str, Any] | None = None) -> ModelStore:
     """The model store for these settings: registry from ``Settings.registry``, cache under home."""
     srv = serving_settings(settings)
-    return ModelStore(ServingRegistry.from_settings(srv), srv.cache_dir, ServingConfig.from_config(cfg).poll_seconds)
+    scfg = ServingConfig.from_config(cfg)
+    return ModelStore(
+        ServingRegistry.from_settings(srv),
+        srv.cache_dir,
+        scfg.poll_seconds,
+        scorer_options={"index_kind": scfg.index, "index_exact_max_items": scfg.index_exact_max_items},
+    )
 
 
 def create_app(
@@ -104,25 +211,65 @@ def create_app(
     cfg: dict[str, Any] | None = None,
     store: ModelStore | None = None,
     poll: bool = True,
+    state: StateStore | None = None,
+    landing: LandingWriter | None = None,
 ) -> FastAPI:
-    """The scoring API. ``store`` may be given (tests, embedding); ``poll=False`` skips the poll thread."""
-    serving_cfg = ServingConfig.from_config(cfg)
-    model_store = store or build_store(settings, cfg)
+    """The scoring API. ``store``/``state``/``landing`` may be given (tests, embedding); ``poll=False`` skips the poll thread."""
+    srv = serving_settings(settings)
+    scfg = ServingConfig.from_config(cfg)
+    model_store = store or build_store(srv, cfg)
+    user_state = state or open_state(srv.state_uri, scfg.state_max_users, scfg.state_max_recent, scfg.state_ttl_seconds)
+    writer = landing or LandingWriter(
+        srv.lake, scfg.landing_flush_events, scfg.landing_flush_seconds, scfg.landing_source
+    )
+
+    def snapshot() -> dict[str, Any]:
+        info = model_store.describe()
+        try:
+            users: int | None = user_state.size()
+        except Exception:
+            users = None
+        cur = model_store.current
+        return {
+            "model": None if cur is None else {"name": cur.name, "version": cur.version, "checksum": cur.checksum},
+            "swaps": info["swaps"],
+            "refused": info["refused"],
+            "polls": info["polls"],
+            "state_users": users,
+            "landing_written": writer.written,
+            "landing_pending": writer.pending,
+            "landing_errors": writer.write_errors,
+        }
+
+    metrics = ApiMetrics(snapshot)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         model_store.refresh()
         if poll:
             model_store.start()
+        writer.start()
         try:
             yield
         finally:
             model_store.stop()
+            flushed = writer.close()
+            log.info("shutdown: flushed %d events to the landing zone (%d in total)", flushed, writer.written)
+            user_state.close()
 
     app = FastAPI(title="Mercato scoring API", version="1", lifespan=lifespan)
     app.state.store = model_store
-    app.state.serving_config = serving_cfg
-    install_error_handlers(app, serving_cfg.max_k)
+    app.state.user_state = user_state
+    app.state.landing = writer
+    app.state.metrics = metrics
+    app.state.serving_config = scfg
+    app.add_middleware(MetricsMiddleware, metrics=metrics, max_body_bytes=scfg.max_body_bytes)
+    install_error_handlers(app, scfg.max_k)
+    errors: dict[int | str, dict[str, Any]] = {
+        413: {"model": ErrorOut},
+        422: {"model": ErrorOut},
+        503: {"model": ErrorOut},
+    }
 
     def require_model() -> LoadedModel:
         loaded = model_store.current
@@ -130,6 +277,59 @@ def create_app(
             reason = model_store.status.last_error or f"no champion.json in {model_store.registry.uri} yet"
             raise ApiError(503, f"no model loaded yet: {reason}")
         return loaded
+
+    def valid_id(field: str, value: str) -> str:
+        try:
+            return check_id(value, scfg.max_id_length)
+        except ValueError as exc:
+            raise ApiError(422, f"{field}: {exc}") from None
+
+    def check_k(k: int) -> int:
+        if not 1 <= k <= scfg.max_k:
+            raise ApiError(422, f"k: must be between 1 and {scfg.max_k} (got {k})")
+        return k
+
+    def rank_options(
+        exclude: str | None,
+        category: str | None,
+        min_price: float | None,
+        max_price: float | None,
+        diversity: float | None,
+    ) -> RankOptions:
+        for name, price in (("min_price", min_price), ("max_price", max_price)):
+            if price is not None and not (math.isfinite(price) and price >= 0):
+                raise ApiError(422, f"{name}: must be a finite number >= 0 (got {price})")
+        if min_price is not None and max_price is not None and min_price > max_price:
+            raise ApiError(422, f"min_price: {min_price} is above max_price {max_price}")
+        if diversity is not None and not (math.isfinite(diversity) and 0.0 <= diversity <= 1.0):
+            raise ApiError(422, f"diversity: must be within 0..1 (got {diversity})")
+        return RankOptions(
+            exclude=exclude or scfg.exclude,
+            category=None if category is None else valid_id("category", category),
+            min_price=min_price,
+            max_price=max_price,
+            diversity=scfg.diversity if diversity is None else diversity,
+            diversity_pool=scfg.diversity_pool,
+        )
+
+    def read_state(user_id: str) -> UserState:
+        try:
+            return user_state.get(user_id)
+        except Exception as exc:
+            metrics.state_errors.labels("read").inc()
+            log.debug("state read for %r failed (%s); answering without live state", user_id, exc)
+            return EMPTY
+
+    def answer(route: str, loaded: LoadedModel, user_id: str | None, ranking: Ranking, live: int) -> RecommendationsOut:
+        if ranking.fallback:
+            metrics.fallbacks.labels(route).inc()
+        return RecommendationsOut(
+            user_id=user_id,
+            items=[_item(it) for it in ranking.items],
+            model=ModelRef(name=loaded.name, version=loaded.version),
+            fallback=ranking.fallback,
+            live_items=live,
+        )
 
     @app.get("/health", response_model=HealthOut, responses={503: {"model": ErrorOut}})
     def health() -> HealthOut:
@@ -141,24 +341,95 @@ def create_app(
             loaded_at=loaded.loaded_at,
         )
 
-    @app.get(
-        "/v1/recommendations/{user_id}",
-        response_model=RecommendationsOut,
-        responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
-    )
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/events", status_code=202, response_model=EventsOut, responses=errors)
+    def post_events(batch: EventsIn) -> EventsOut:
+        if len(batch.events) > scfg.max_events_per_batch:
+            metrics.batches_rejected.labels("too_large").inc()
+            raise ApiError(
+                413,
+                f"events: batch of {len(batch.events)} events exceeds max_events_per_batch={scfg.max_events_per_batch}; split it",
+            )
+        accepted, problems = validate_batch(batch.events, scfg.max_id_length)
+        ordered = sorted(accepted, key=lambda r: dt.datetime.fromisoformat(r["ts"]))
+        try:
+            user_state.record([LiveEvent(r["user_id"], r["item_id"], r["event_type"]) for r in ordered])
+        except Exception as exc:
+            metrics.state_errors.labels("write").inc()
+            metrics.batches_rejected.labels("state_unavailable").inc()
+            log.warning("state write of %d events failed: %s", len(ordered), exc)
+            raise ApiError(
+                503, f"state: the real-time state store is unavailable ({type(exc).__name__}); retry"
+            ) from None
+        writer.add(accepted)
+        rejected_idx = {p.index for p in problems}
+        metrics.events_accepted.inc(len(accepted))
+        for p in problems:
+            metrics.events_rejected.labels(p.field.split(".")[0]).inc()
+        return EventsOut(
+            accepted=len(accepted),
+            rejected=len(rejected_idx),
+            errors=[EventErrorOut(index=p.index, field=p.field, message=p.message) for p in problems],
+        )
+
+    @app.get("/v1/recommendations/{user_id}", response_model=RecommendationsOut, responses=errors)
     def recommendations(
-        user_id: Annotated[str, Path(min_length=1, max_length=256)],
-        k: Annotated[int, Query(description=f"number of items, 1..{serving_cfg.max_k}")] = 10,
+        user_id: Annotated[str, Path(min_length=1, max_length=scfg.max_id_length)],
+        k: Annotated[int, Query(description=f"number of items, 1..{scfg.max_k}")] = 10,
+        exclude: Annotated[ExcludePolicy | None, Query(description="purchased | seen | none")] = None,
+        category: Annotated[str | None, Query(max_length=scfg.max_id_length)] = None,
+        min_price: Annotated[float | None, Query(ge=0)] = None,
+        max_price: Annotated[float | None, Query(ge=0)] = None,
+        diversity: Annotated[float | None, Query(ge=0, le=1, description="MMR weight over categories")] = None,
     ) -> RecommendationsOut:
-        if not 1 <= k <= serving_cfg.max_k:
-            raise ApiError(422, f"k: must be between 1 and {serving_cfg.max_k} (got {k})")
+        check_k(k)
+        uid = valid_id("user_id", user_id)
+        options = rank_options(exclude, category, min_price, max_price, diversity)
         loaded = require_model()
-        ranking = loaded.scorer.recommend(user_id, k)
-        return RecommendationsOut(
-            user_id=user_id,
-            items=[ItemOut(item_id=it.item_id, score=it.score) for it in ranking.items],
-            model=ModelRef(name=loaded.name, version=loaded.version),
-            fallback=ranking.fallback,
+        live = read_state(uid)
+        recent = collapse_repeats(live.recent)
+        ranking = loaded.scorer.recommend(uid, k, recent, live.purchased, options)
+        return answer("/v1/recommendations/{user_id}", loaded, uid, ranking, len(recent))
+
+    @app.post("/v1/recommendations", response_model=RecommendationsOut, responses=errors)
+    def session_recommendations(session: Annotated[SessionIn, Body()]) -> RecommendationsOut:
+        check_k(session.k)
+        for name, ids in (("recent_items", session.recent_items), ("purchased_items", session.purchased_items)):
+            if len(ids) > scfg.state_max_recent:
+                raise ApiError(422, f"{name}: {len(ids)} items; at most state_max_recent={scfg.state_max_recent}")
+        recent = collapse_repeats(valid_id(f"recent_items.{n}", i) for n, i in enumerate(session.recent_items))
+        purchased = frozenset(valid_id(f"purchased_items.{n}", i) for n, i in enumerate(session.purchased_items))
+        options = rank_options(
+            session.exclude, session.category, session.min_price, session.max_price, session.diversity
+        )
+        loaded = require_model()
+        ranking = loaded.scorer.recommend(None, session.k, recent, purchased, options)
+        return answer("/v1/recommendations", loaded, None, ranking, len(recent))
+
+    @app.get("/v1/items/{item_id}/similar", response_model=SimilarOut, responses={404: {"model": ErrorOut}, **errors})
+    def similar_items(
+        item_id: Annotated[str, Path(min_length=1, max_length=scfg.max_id_length)],
+        k: Annotated[int, Query(description=f"number of items, 1..{scfg.max_k}")] = 10,
+        category: Annotated[str | None, Query(max_length=scfg.max_id_length)] = None,
+        min_price: Annotated[float | None, Query(ge=0)] = None,
+        max_price: Annotated[float | None, Query(ge=0)] = None,
+    ) -> SimilarOut:
+        check_k(k)
+        iid = valid_id("item_id", item_id)
+        options = rank_options("none", category, min_price, max_price, 0.0)
+        loaded = require_model()
+        found = loaded.scorer.similar(iid, k, options)
+        if found is None:
+            raise ApiError(404, f"item_id: {iid!r} is not in the catalogue of {loaded.name}/{loaded.version}")
+        return SimilarOut(
+            item_id=iid, items=[_item(it) for it in found], model=ModelRef(name=loaded.name, version=loaded.version)
         )
 
     return app
+
+
+def _item(it: ScoredItem) -> ItemOut:
+    return ItemOut(item_id=it.item_id, score=it.score, reason=it.reason)

@@ -1,40 +1,50 @@
-"""Turn a loaded model into ranked ``{item_id, score}`` lists for one user, with a popularity fallback.
+"""Turn a loaded model into ranked, filtered, diversified ``{item_id, score, reason}`` lists.
 
 Artifact files read next to the model (all optional):
 
 * ``fallback.json`` (written by training): ``{"overall": [{"item_id", "score"}, ...],
-  "by_category": {category: [{"item_id", "score"}, ...]}}``, best first. ``[item_id, score]`` pairs
-  are accepted too. Without it, unknown users are scored by the model as ``UNKNOWN_USER`` with no
-  history (popularity for BPR's fold-in).
+  "by_category": {category: [...]}}``, best first (``[item_id, score]`` pairs accepted too): the
+  ranking of a user with no known user index and no usable history. Without it such users are
+  scored by the model as ``UNKNOWN_USER`` with no history.
 * ``history.npz``: ``indptr``/``indices`` (CSR over user index) of each user's train item indices in
-  time order. When present those items are the user's history: passed to the user encoder and
-  excluded from the ranking. The base ``Recommender.export`` does not write it, so by default
-  known users are scored from their index alone and nothing is excluded.
+  time order: part of the history passed to the user encoder and of what ``exclude="seen"`` removes.
+* ``items.json``: per item id ``category``, ``brand``, ``price``, ``available`` (a ``{id: {...}}``
+  object or a list of objects with ``item_id``). Without it every item is available, of unknown
+  category and price.
 
-``recent_items`` (external ids, oldest first) is the hook for real-time user state: they extend the
-history and are excluded, for known and unknown users alike.
+Per request: the user encoder gets the train history followed by the live recent items (newest
+last); candidates come from the item index (``serving.index``: exact or faiss) with excluded and
+unavailable items removed, or from an exact masked scan when category/price filters apply; MMR
+re-ranks them over categories when ``diversity > 0``; each item gets a reason. All item metadata is
+held as arrays aligned with the model's item index, built once per artifact.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
-from models.base import UNKNOWN_USER, Recommender
+from models.base import UNKNOWN_USER, Recommender, top_k
+from serving.index import build_index
 
 FALLBACK_FILE = "fallback.json"
 HISTORY_FILE = "history.npz"
+ITEMS_FILE = "items.json"
+UNKNOWN_CATEGORY = ""
 
 
 @dataclass(frozen=True)
 class ScoredItem:
     item_id: str
     score: float
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,22 @@ class Ranking:
     fallback: bool
     #: Recent item ids the model does not know (ignored for scoring, still excluded).
     unknown_recent: int = 0
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    """What one request asks of the ranking (defaults from ``[serving]``)."""
+
+    exclude: str = "seen"
+    category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    diversity: float = 0.0
+    diversity_pool: int = 5
+
+    @property
+    def filtered(self) -> bool:
+        return self.category is not None or self.min_price is not None or self.max_price is not None
 
 
 @dataclass(frozen=True)
@@ -83,6 +109,115 @@ def _items(raw: Any, where: str) -> list[ScoredItem]:
     return out
 
 
+@dataclass(frozen=True)
+class ItemCatalog:
+    """Item metadata as arrays over the model's item index (codes: 0 = unknown category)."""
+
+    category: np.ndarray
+    category_names: list[str]
+    price: np.ndarray
+    available: np.ndarray
+    #: Item ids of ``items.json`` that the model does not know (reported, not used).
+    unmatched: int = 0
+
+    @classmethod
+    def empty(cls, n_items: int) -> ItemCatalog:
+        return cls(
+            category=np.zeros(n_items, dtype=np.int32),
+            category_names=[UNKNOWN_CATEGORY],
+            price=np.full(n_items, np.nan),
+            available=np.ones(n_items, dtype=bool),
+        )
+
+    @classmethod
+    def from_json(cls, obj: Any, item_index: dict[str, int], where: str = ITEMS_FILE) -> ItemCatalog:
+        """Parse ``items.json``; items the model lacks are counted in ``unmatched``."""
+        if isinstance(obj, dict):
+            rows = [dict(v, item_id=k) if isinstance(v, dict) else None for k, v in obj.items()]
+        elif isinstance(obj, list):
+            rows = [r if isinstance(r, dict) and "item_id" in r else None for r in obj]
+        else:
+            raise ValueError(f"{where}: expected {{item_id: {{category, price, available}}}} or a list of objects")
+        out = cls.empty(len(item_index))
+        names = {UNKNOWN_CATEGORY: 0}
+        unmatched = 0
+        for n, row in enumerate(rows):
+            if row is None:
+                raise ValueError(f"{where}: entry {n} is not an object with item metadata")
+            idx = item_index.get(str(row["item_id"]))
+            if idx is None:
+                unmatched += 1
+                continue
+            cat = row.get("category")
+            if cat is not None and str(cat) != UNKNOWN_CATEGORY:
+                out.category[idx] = names.setdefault(str(cat), len(names))
+            price = row.get("price")
+            if isinstance(price, int | float) and math.isfinite(price):
+                out.price[idx] = float(price)
+            if row.get("available") is False:
+                out.available[idx] = False
+        return cls(out.category, list(names), out.price, out.available, unmatched)
+
+    def code(self, category: str) -> int:
+        try:
+            return self.category_names.index(category)
+        except ValueError:
+            return -1
+
+    def mask(self, options: RankOptions) -> np.ndarray:
+        """True where an item may be recommended under the request's filters."""
+        ok = self.available.copy()
+        if options.category is not None:
+            ok &= self.category == self.code(options.category)
+        if options.min_price is not None:
+            ok &= self.price >= options.min_price
+        if options.max_price is not None:
+            ok &= self.price <= options.max_price
+        return ok
+
+
+def _normalise_rows(m: np.ndarray | sp.spmatrix) -> np.ndarray | sp.csr_matrix:
+    if sp.issparse(m):
+        csr = sp.csr_matrix(m, dtype=np.float32)
+        norms = np.sqrt(np.asarray(csr.multiply(csr).sum(axis=1)).ravel())
+        return sp.diags(np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 0.0).astype(np.float32)) @ csr
+    dense = np.asarray(m, dtype=np.float32)
+    norms = np.linalg.norm(dense, axis=1, keepdims=True)
+    return np.where(norms > 0, dense / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+
+
+def _gram(a: np.ndarray | sp.spmatrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Cosine block ``a[rows] · a[cols]ᵀ`` of row-normalised ``a``, dense."""
+    block = a[rows] @ a[cols].T
+    return block.toarray() if sp.issparse(block) else np.asarray(block)
+
+
+def mmr(scores: np.ndarray, categories: np.ndarray, k: int, diversity: float) -> np.ndarray:
+    """Greedy maximal marginal relevance over categories: positions into ``scores``, best first.
+
+    Each step picks ``argmax (1 - w)·rel - w·[category already picked]`` with ``rel`` the min-max
+    normalised score and ``w = diversity``; unknown categories (code 0) never count as repeats.
+    """
+    n = len(scores)
+    k = min(k, n)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    span = float(scores.max() - scores.min())
+    rel = (scores - scores.min()) / span if span > 0 else np.ones(n, dtype=np.float64)
+    picked = np.zeros(n, dtype=bool)
+    used = np.zeros(int(categories.max()) + 1, dtype=bool)
+    out = np.empty(k, dtype=np.int64)
+    for step in range(k):
+        penalty = used[categories] & (categories > 0)
+        value = (1.0 - diversity) * rel - diversity * penalty
+        value[picked] = -np.inf
+        best = int(np.argmax(value))
+        out[step] = best
+        picked[best] = True
+        used[categories[best]] = True
+    return out
+
+
 class Scorer:
     """Ranks items for one request; immutable after construction so it can be shared across threads."""
 
@@ -91,12 +226,17 @@ class Scorer:
         model: Recommender,
         fallback: Fallback | None = None,
         histories: tuple[np.ndarray, np.ndarray] | None = None,
+        catalog: ItemCatalog | None = None,
+        index_kind: str = "auto",
+        index_exact_max_items: int = 200_000,
     ) -> None:
         self.model = model
         self.fallback = fallback
         self.user_index = {str(u): i for i, u in enumerate(model.user_ids)}
         self.item_index = {str(it): i for i, it in enumerate(model.item_ids)}
         self.item_ids = np.asarray([str(it) for it in model.item_ids], dtype=object)
+        n_items = len(self.item_ids)
+        self.catalog = catalog or ItemCatalog.empty(n_items)
         self._histories = histories
         if histories is not None:
             indptr, _ = histories
@@ -104,9 +244,24 @@ class Scorer:
                 raise ValueError(
                     f"{HISTORY_FILE}: indptr has {len(indptr)} entries, expected n_users + 1 = {len(self.user_index) + 1}"
                 )
+        items = model.item_matrix()
+        if items.shape[0] != n_items:
+            raise ValueError(f"model item_matrix has {items.shape[0]} rows for {n_items} item ids")
+        bias = model.item_bias()
+        self._bias = None if bias is None else np.asarray(bias, dtype=np.float32)
+        self._sparse = sp.issparse(items)
+        self._items = sp.csr_matrix(items, dtype=np.float32) if self._sparse else np.asarray(items, dtype=np.float32)
+        self.index = (
+            None
+            if self._sparse or n_items == 0
+            else build_index(self._items, self._bias, kind=index_kind, exact_max_items=index_exact_max_items)
+        )
+        self._normed = _normalise_rows(self._items)
+        self._unavailable = np.flatnonzero(~self.catalog.available)
+        self._fallback_scores = self._fallback_vector(fallback)
 
     @classmethod
-    def from_artifact(cls, model: Recommender, artifact_dir: str | Path) -> Scorer:
+    def from_artifact(cls, model: Recommender, artifact_dir: str | Path, **options: Any) -> Scorer:
         """Build a scorer from a fetched artifact folder (reads the optional files described above)."""
         src = Path(artifact_dir)
         fallback = None
@@ -116,7 +271,28 @@ class Scorer:
         if (src / HISTORY_FILE).is_file():
             with np.load(src / HISTORY_FILE, allow_pickle=False) as npz:
                 histories = (npz["indptr"].astype(np.int64), npz["indices"].astype(np.int64))
-        return cls(model, fallback, histories)
+        catalog = None
+        if (src / ITEMS_FILE).is_file():
+            item_index = {str(it): i for i, it in enumerate(model.item_ids)}
+            catalog = ItemCatalog.from_json(
+                json.loads((src / ITEMS_FILE).read_text()), item_index, str(src / ITEMS_FILE)
+            )
+        return cls(model, fallback, histories, catalog, **options)
+
+    def _fallback_vector(self, fallback: Fallback | None) -> np.ndarray | None:
+        if fallback is None:
+            return None
+        out = np.full(len(self.item_ids), -np.inf, dtype=np.float32)
+        for it in reversed(fallback.overall):
+            idx = self.item_index.get(it.item_id)
+            if idx is not None:
+                out[idx] = it.score
+        for entries in fallback.by_category.values():
+            for it in entries:
+                idx = self.item_index.get(it.item_id)
+                if idx is not None and not np.isfinite(out[idx]):
+                    out[idx] = it.score
+        return out
 
     def is_known(self, user_id: str) -> bool:
         return user_id in self.user_index
@@ -127,23 +303,100 @@ class Scorer:
         indptr, indices = self._histories
         return indices[indptr[user] : indptr[user + 1]]
 
-    def recommend(self, user_id: str, k: int, recent_items: Sequence[str] = ()) -> Ranking:
-        """Top-``k`` for ``user_id``: the model for a known user, the popularity fallback otherwise."""
-        recent_idx = [self.item_index[i] for i in recent_items if i in self.item_index]
+    def _indices(self, ids: Sequence[str] | frozenset[str]) -> np.ndarray:
+        return np.asarray([self.item_index[i] for i in ids if i in self.item_index], dtype=np.int64)
+
+    def _all_scores(self, u: np.ndarray) -> np.ndarray:
+        s = self._items @ u
+        s = np.asarray(s, dtype=np.float32).ravel()
+        return s + self._bias if self._bias is not None else s
+
+    def _top(self, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        idx, sc = top_k(scores[None, :], n)
+        keep = np.isfinite(sc[0])
+        return idx[0][keep], sc[0][keep]
+
+    def recommend(
+        self,
+        user_id: str | None,
+        k: int,
+        recent_items: Sequence[str] = (),
+        purchased: Sequence[str] | frozenset[str] = (),
+        options: RankOptions | None = None,
+    ) -> Ranking:
+        """Top-``k`` for ``user_id`` (``None``: an anonymous session) given its live recent/purchased items.
+
+        The model scores a known user or any user with usable history; otherwise the popularity
+        fallback ranks (``fallback=True``).
+        """
+        opts = options or RankOptions()
+        recent_idx = self._indices(recent_items)
         unknown_recent = len(recent_items) - len(recent_idx)
-        user = self.user_index.get(user_id)
-        if user is None and self.fallback is not None:
-            return Ranking(
-                self.fallback.top(k, exclude=set(recent_items)), fallback=True, unknown_recent=unknown_recent
-            )
-        history = np.asarray(recent_idx, dtype=np.int64)
-        if user is not None:
-            history = np.concatenate([self.train_history(user), history])
-        users = np.asarray([UNKNOWN_USER if user is None else user], dtype=np.int64)
-        idx, scores = self.model.recommend(users, [history], k, exclude_seen=True)
-        items = [
-            ScoredItem(str(self.item_ids[i]), float(s))
-            for i, s in zip(idx[0], scores[0], strict=True)
-            if np.isfinite(s)
+        user = self.user_index.get(user_id) if user_id is not None else None
+        train_hist = self.train_history(user) if user is not None else np.zeros(0, dtype=np.int64)
+        history = np.concatenate([train_hist, recent_idx])
+        use_fallback = user is None and len(history) == 0
+        if opts.exclude == "seen":
+            banned = np.concatenate([history, self._indices(frozenset(purchased))])
+        elif opts.exclude == "purchased":
+            banned = self._indices(frozenset(purchased))
+        else:
+            banned = np.zeros(0, dtype=np.int64)
+        pool = k * opts.diversity_pool if opts.diversity > 0 else k
+
+        if use_fallback and self._fallback_scores is not None:
+            scores = self._fallback_scores.copy()
+            scores[banned] = -np.inf
+            scores[~self.catalog.mask(opts)] = -np.inf
+            idx, sc = self._top(scores, pool)
+        else:
+            users = np.asarray([UNKNOWN_USER if user is None else user], dtype=np.int64)
+            u = np.asarray(self.model.user_vectors(users, [history]), dtype=np.float32)[0]
+            if self.index is None or opts.filtered:
+                scores = self._all_scores(u)
+                scores[banned] = -np.inf
+                scores[~self.catalog.mask(opts)] = -np.inf
+                idx, sc = self._top(scores, pool)
+            else:
+                exclude = np.union1d(banned, self._unavailable)
+                found, found_sc = self.index.search(u[None, :], pool, exclude=[exclude])
+                keep = np.isfinite(found_sc[0])
+                idx, sc = found[0][keep], found_sc[0][keep]
+        if opts.diversity > 0 and len(idx) > k:
+            order = mmr(sc.astype(np.float64), self.catalog.category[idx], k, opts.diversity)
+            idx, sc = idx[order], sc[order]
+        idx, sc = idx[:k], sc[:k]
+        reasons = self._reasons(idx, history, use_fallback)
+        items = [ScoredItem(str(self.item_ids[i]), float(s), r) for i, s, r in zip(idx, sc, reasons, strict=True)]
+        return Ranking(items, fallback=use_fallback, unknown_recent=unknown_recent)
+
+    def _reasons(self, idx: np.ndarray, history: np.ndarray, popular: bool) -> list[str]:
+        """ "because you viewed <item>" (the most similar history item) else "popular in <category>" else "trending"."""
+        out = []
+        cats = self.catalog.category[idx]
+        sims = None
+        hist = np.unique(history)
+        if not popular and len(hist) and len(idx):
+            sims = _gram(self._normed, idx, hist)
+        for row, cat in enumerate(cats):
+            if sims is not None and sims[row].max() > 0:
+                out.append(f"because you viewed {self.item_ids[hist[int(np.argmax(sims[row]))]]}")
+            elif cat > 0:
+                out.append(f"popular in {self.catalog.category_names[cat]}")
+            else:
+                out.append("trending")
+        return out
+
+    def similar(self, item_id: str, k: int, options: RankOptions | None = None) -> list[ScoredItem] | None:
+        """Items most similar to ``item_id`` by cosine of the model's item vectors; None if unknown."""
+        idx = self.item_index.get(item_id)
+        if idx is None:
+            return None
+        opts = options or RankOptions(exclude="none")
+        sims = _gram(self._normed, np.asarray([idx]), np.arange(len(self.item_ids)))[0].astype(np.float32)
+        sims[idx] = -np.inf
+        sims[~self.catalog.mask(opts)] = -np.inf
+        top, sc = self._top(sims, k)
+        return [
+            ScoredItem(str(self.item_ids[i]), float(s), f"similar to {item_id}") for i, s in zip(top, sc, strict=True)
         ]
-        return Ranking(items, fallback=user is None, unknown_recent=unknown_recent)

@@ -72,8 +72,15 @@ class StoreStatus:
 
 
 class ModelStore:
-    def __init__(self, registry: ServingRegistry, cache_dir: str | Path, poll_seconds: float) -> None:
+    def __init__(
+        self,
+        registry: ServingRegistry,
+        cache_dir: str | Path,
+        poll_seconds: float,
+        scorer_options: dict[str, Any] | None = None,
+    ) -> None:
         self.registry = registry
+        self.scorer_options = dict(scorer_options or {})
         self.cache_dir = Path(cache_dir)
         self.poll_seconds = poll_seconds
         self.status = StoreStatus()
@@ -133,7 +140,7 @@ class ModelStore:
         dest = self.cache_dir / name / f"{version}-{checksum[:16]}"
         self.registry.fetch(name, version, dest, expected_checksum=checksum)
         model = Recommender.load(dest)
-        scorer = Scorer.from_artifact(model, dest)
+        scorer = Scorer.from_artifact(model, dest, **self.scorer_options)
         smoke_test(scorer)
         manifest = self.registry.manifest(name, version)
         return LoadedModel(

@@ -1,4 +1,4 @@
-"""Real service fixtures: a SeaweedFS ``weed mini`` S3 server started per test session.
+"""Real service fixtures: a SeaweedFS ``weed mini`` S3 server and a ``redis-server``, one per test session.
 
 Use from a test module with ``from tests.services import s3_server, s3_env  # noqa: F401`` (or list
 ``tests.services`` in ``pytest_plugins``). Mark the tests ``services``.
@@ -178,3 +178,49 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3S
     get_settings.cache_clear()
     yield s3_server
     get_settings.cache_clear()
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    port: int
+    log_path: Path
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real ``redis-server`` on a free port, no persistence, for the whole test session."""
+    binary = require_binary("redis-server")
+    root = tmp_path_factory.mktemp("redis")
+    (port,) = free_ports(1)
+    server = RedisServer(port=port, log_path=root / "redis.log")
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(root)]
+    with open(server.log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with code {proc.returncode}; log: {server.log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"redis-server not ready on port {port} in {STARTUP_TIMEOUT_S}s; log: {server.log_path}"
+                )
+            time.sleep(0.1)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)

@@ -16,26 +16,6 @@ from expectations.suites import stage_suites
 
 pytestmark = pytest.mark.spark
 
-try:
-    import jobs.spark  # noqa: F401
-except ImportError:  # jobs/spark.py not written yet: a local session until the shared fixture can build one
-
-    @pytest.fixture(scope="module")
-    def spark():
-        from pyspark.sql import SparkSession
-
-        session = (
-            SparkSession.builder.master("local[2]")
-            .appName("mercato-tests-expectations")
-            .config("spark.sql.shuffle.partitions", "2")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.session.timeZone", "UTC")
-            .getOrCreate()
-        )
-        yield session
-        session.stop()
-
-
 RUN_DATE = dt.date(2026, 3, 10)
 BRONZE_SCHEMA = (
     "event_id string, user_id string, item_id string, event_type string, ts timestamp, "

@@ -42,7 +42,9 @@ def ev(eid, user, item, etype="view", ts=T0, price=None, day=DAY, session=None):
 
 
 def test_ids_are_trimmed_and_nfc_normalised(spark):
-    rows = spark.createDataFrame([ev("e1", "  Cafe\u0301 ", " i1\t", " VIEW "), ev("e2", "   ", "i2", session="")], EVENTS_DDL)
+    rows = spark.createDataFrame(
+        [ev("e1", "  Cafe\u0301 ", " i1\t", " VIEW "), ev("e2", "   ", "i2", session="")], EVENTS_DDL
+    )
     out = normalise_events(rows).select("user_id", "item_id", "event_type", "session_id")
     assertDataFrameEqual(out, [("Caf\u00e9", "i1", "view", None), (None, "i2", "view", None)])
 
@@ -116,7 +118,9 @@ def test_clean_events_labels_each_row_once_and_fills_prices(spark):
         + [ev(f"b{i}", "bot", "i1", ts=T0 + dt.timedelta(seconds=i)) for i in range(4)],
         EVENTS_DDL,
     )
-    items = spark.createDataFrame([("i1", "c", "b", 7.0, True, None, None), ("i2", "c", "b", 5.0, True, None, None)], ITEMS_DDL)
+    items = spark.createDataFrame(
+        [("i1", "c", "b", 7.0, True, None, None), ("i2", "c", "b", 5.0, True, None, None)], ITEMS_DDL
+    )
     labelled = clean_events(
         normalise_events(events),
         items,
@@ -127,7 +131,14 @@ def test_clean_events_labels_each_row_once_and_fills_prices(spark):
     reasons = labelled.groupBy(DROP_REASON_COL).count()
     assertDataFrameEqual(
         reasons,
-        [(None, 4), ("duplicate", 1), ("negative_price", 1), ("unknown_event_type", 1), ("missing_id", 1), ("bot_user", 4)],
+        [
+            (None, 4),
+            ("duplicate", 1),
+            ("negative_price", 1),
+            ("unknown_event_type", 1),
+            ("missing_id", 1),
+            ("bot_user", 4),
+        ],
     )
     kept = silver_rows(labelled).select("event_id", "price")
     assertDataFrameEqual(kept, [("e1", 7.0), ("e2", 5.0), ("e3", None), ("e7", 2.0)])
@@ -151,10 +162,10 @@ def test_items_last_drop_wins_and_missing_items_are_added(spark):
         BRONZE_ITEMS_DDL,
     )
     labelled = label_items(bronze)
-    assertDataFrameEqual(
-        labelled.groupBy(DROP_REASON_COL).count(), [(None, 3), ("superseded", 2), ("missing_id", 1)]
+    assertDataFrameEqual(labelled.groupBy(DROP_REASON_COL).count(), [(None, 3), ("superseded", 2), ("missing_id", 1)])
+    previous = spark.createDataFrame(
+        [("i0", None, None, None, None, None, None), ("i1", "x", "x", 9.0, True, None, None)], ITEMS_DDL
     )
-    previous = spark.createDataFrame([("i0", None, None, None, None, None, None), ("i1", "x", "x", 9.0, True, None, None)], ITEMS_DDL)
     items = catalogue(labelled, previous=previous)
     events = spark.createDataFrame([ev("e1", "u1", "i1"), ev("e2", "u1", "i7")], EVENTS_DDL)
     out = add_missing_items(items, events).select(*ITEM_COLUMNS)

@@ -19,7 +19,18 @@ NO_ID = '{"user_id": "u2", "item_id": "i2", "event_type": "purchase", "ts": "202
 BAD_PRICE = '{"event_id": "e3", "user_id": "u3", "item_id": "i3", "event_type": "click", "ts": "2024-03-01T09:00:00.250Z", "price": "n/a", "quantity": "x"}'
 NO_TS = '{"event_id": "e4", "user_id": "u4", "item_id": "i4", "event_type": "view"}'
 BAD_TS = '{"event_id": "e5", "user_id": "u5", "item_id": "i5", "event_type": "view", "ts": "yesterday"}'
-LINES = [GOOD, NO_ID, BAD_PRICE, NO_TS, BAD_TS, "not json at all", '[{"user_id": "x"}]', "42", "", '{"user_id": "u6", "ts": ']
+LINES = [
+    GOOD,
+    NO_ID,
+    BAD_PRICE,
+    NO_TS,
+    BAD_TS,
+    "not json at all",
+    '[{"user_id": "x"}]',
+    "42",
+    "",
+    '{"user_id": "u6", "ts": ',
+]
 
 
 def _lines(spark, values):

@@ -67,7 +67,7 @@ def test_known_and_unknown_user(registry: ServingRegistry, tmp_path: Path) -> No
 
         unknown = client.get("/v1/recommendations/nobody").json()
         assert unknown["fallback"] is True
-        assert unknown["items"] == [{"item_id": "i3", "score": 9.0}]
+        assert unknown["items"] == [{"item_id": "i3", "score": 9.0, "reason": "trending"}]
 
         default_k = client.get("/v1/recommendations/u0").json()
         assert len(default_k["items"]) == 8, "k defaults to 10, capped by the 8-item catalogue"
@@ -169,7 +169,7 @@ def test_serves_a_real_popularity_model_with_its_fallback(registry: ServingRegis
         known = client.get("/v1/recommendations/a", params={"k": 3}).json()
         unknown = client.get("/v1/recommendations/zed", params={"k": 3}).json()
     assert known["model"] == {"name": "popularity", "version": "1"} and known["fallback"] is False
-    assert known["items"][0] == {"item_id": "p1", "score": 1.0} and len(known["items"]) == 3
+    assert known["items"][0]["item_id"] == "p1" and known["items"][0]["score"] == 1.0 and len(known["items"]) == 3
     assert unknown["fallback"] is True
     assert [it["item_id"] for it in unknown["items"]] == [
         e["item_id"] for e in popularity.fallback_lists(data)["overall"][:3]

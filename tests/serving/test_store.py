@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from models.registry import ServingRegistry
-from serving.scorer import Fallback, Scorer
+from serving.scorer import Fallback, RankOptions, Scorer
 from serving.store import ModelStore
 from tests.models.test_registry import export_toy, make_toy
 from tests.services import S3Server, s3_env, s3_server  # noqa: F401
@@ -128,7 +128,10 @@ def test_scorer_unknown_user_gets_fallback(tmp_path: Path) -> None:
     ranking = scorer.recommend("stranger", 5)
     assert ranking.fallback is True
     assert [(it.item_id, it.score) for it in ranking.items] == [("i3", 9.0)]
-    assert scorer.recommend("stranger", 5, recent_items=["i3"]).items == []
+    with_history = scorer.recommend("stranger", 5, recent_items=["i3"])
+    assert with_history.fallback is False, "a live history is scored by the model's encoder"
+    assert len(with_history.items) == 5 and "i3" not in {it.item_id for it in with_history.items}
+    assert scorer.recommend("stranger", 5, recent_items=["i3"], options=RankOptions(exclude="none")).items
 
 
 def test_scorer_without_fallback_file_scores_unknown_user_with_model(tmp_path: Path) -> None:

@@ -1,0 +1,190 @@
+"""Promotion: compare today's candidates with the current champion on the same test split, move the
+MLflow alias ``champion`` when a candidate wins, and publish the winner to the serving registry.
+
+Rules (``[promotion]`` in config/recsys.toml): the primary ``metric`` decides; a candidate other than
+popularity must beat popularity on it (guardrail, when ``must_beat_popularity``), and must beat the
+champion by the relative ``margin``. The champion is re-evaluated on today's split: yesterday's numbers
+were measured on other data and are not comparable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.config import load_config
+from core.settings import Settings, get_settings
+from models import tracking
+from models.base import Recommender
+from models.data import TrainData
+from models.evaluate import evaluate
+from models.popularity import PopularityRecommender
+
+POPULARITY = "popularity"
+
+
+def _value(metrics: Mapping[str, Any] | None, metric: str) -> float | None:
+    if not metrics:
+        return None
+    v = metrics.get(metric)
+    return float(v) if v is not None and math.isfinite(float(v)) else None
+
+
+def decide(
+    candidates: Mapping[str, float | None],
+    metric_of_popularity: float | None,
+    champion: float | None,
+    margin: float,
+    must_beat_popularity: bool = True,
+) -> tuple[str | None, bool, str]:
+    """Pure decision: ``(winner, promote, reason)`` from each candidate's metric value.
+
+    The winner is the best eligible candidate (ties: first in name order); eligible = popularity
+    itself, or beats ``metric_of_popularity`` strictly when ``must_beat_popularity``. It is promoted
+    when there is no champion or ``value > champion · (1 + margin)``.
+    """
+    eligible = {}
+    for name, value in sorted(candidates.items()):
+        if value is None:
+            continue
+        beaten = metric_of_popularity is not None and value <= metric_of_popularity
+        if must_beat_popularity and name != POPULARITY and beaten:
+            continue
+        eligible[name] = value
+    if not eligible:
+        return None, False, "no candidate passed the guardrail (beat popularity) with a finite metric"
+    winner = max(eligible, key=lambda n: eligible[n])
+    value = eligible[winner]
+    if champion is None:
+        return winner, True, f"no champion yet; {winner} is the best eligible candidate ({value:.6f})"
+    bar = champion * (1.0 + margin) if champion > 0 else 0.0
+    if value > bar:
+        return winner, True, f"{winner} {value:.6f} beats the champion's {champion:.6f} by more than {margin:.1%}"
+    return winner, False, f"{winner} {value:.6f} does not beat the champion's {champion:.6f} by {margin:.1%}"
+
+
+def _serving_has_champion(settings: Settings) -> bool:
+    from models.registry import ServingRegistry
+
+    return ServingRegistry.from_settings(settings).champion() is not None
+
+
+def compare_and_promote(
+    candidates: Sequence[Mapping[str, Any]],
+    gold_dir: str | os.PathLike[str],
+    run_date: dt.date | str,
+    settings: Settings | None = None,
+    cfg: dict[str, Any] | None = None,
+    promote: bool = True,
+    publish: Callable[[Mapping[str, Any]], Any] | None = None,
+    serving_has_champion: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Decide whether one of ``candidates`` (``train_model`` results) becomes champion; act on it.
+
+    The alias moves and ``publish(winner)`` is called only when a candidate wins and ``promote`` is set.
+    When the serving registry has no champion yet (``serving_has_champion``, default: ask
+    ``models.registry``), the MLflow champion — or failing that the winner — is published so that
+    serving has a model. Returns a JSON-safe decision record.
+    """
+    settings = settings or get_settings()
+    cfg = cfg if cfg is not None else load_config()
+    rules = cfg["promotion"]
+    metric, margin = str(rules["metric"]), float(rules["margin"])
+    ks = tuple(int(k) for k in cfg["train"]["k"])
+    data = TrainData.from_gold(gold_dir, cfg)
+    gold = str(Path(gold_dir))
+
+    usable: dict[str, Mapping[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for cand in candidates:
+        name = str(cand.get("model_name"))
+        if not cand.get("artifact_dir") or not cand.get("model_version"):
+            skipped[name] = "missing artifact_dir or model_version"
+            continue
+        metrics = dict(cand.get("metrics") or {})
+        if cand.get("gold_dir") not in (None, gold) or _value(metrics, metric) is None:
+            metrics = _json_safe(evaluate(Recommender.load(cand["artifact_dir"]), data, "test", ks=ks))
+        usable[name] = {**cand, "metrics": metrics}
+        results[name] = {"model_version": str(cand["model_version"]), "run_id": cand.get("run_id"), "metrics": metrics}
+
+    if POPULARITY in usable:
+        baseline = _value(usable[POPULARITY]["metrics"], metric)
+    else:
+        baseline = _value(evaluate(PopularityRecommender().fit(data), data, "test", ks=ks), metric)
+
+    tracking.configure(settings)
+    champion_record: dict[str, Any] | None = None
+    champion_candidate: dict[str, Any] | None = None
+    version = tracking.champion_version(settings)
+    if version is not None:
+        tags = version.tags or {}
+        champ_dir = tracking.materialize_version(settings, version)
+        champ_metrics = _json_safe(evaluate(Recommender.load(champ_dir), data, "test", ks=ks))
+        champion_record = {
+            "model_name": tags.get("model_name"),
+            "model_version": str(version.version),
+            "metrics": champ_metrics,
+        }
+        champion_candidate = {
+            "model_name": tags.get("model_name"),
+            "model_version": str(version.version),
+            "run_id": version.run_id,
+            "metrics": champ_metrics,
+            "artifact_dir": str(champ_dir),
+            "run_date": tags.get("run_date"),
+            "data_window": _run_window(version.run_id),
+        }
+
+    winner, wins, reason = decide(
+        {n: _value(c["metrics"], metric) for n, c in usable.items()},
+        baseline,
+        _value(champion_record["metrics"], metric) if champion_record else None,
+        margin,
+        bool(rules.get("must_beat_popularity", True)),
+    )
+    promoted = bool(wins and promote and winner is not None)
+    published: Any = None
+    if promoted and winner is not None:
+        tracking.set_champion(settings, str(usable[winner]["model_version"]))
+        if publish is not None:
+            published = publish(usable[winner])
+    elif promote and publish is not None:
+        has_serving = serving_has_champion() if serving_has_champion else _serving_has_champion(settings)
+        fallback = champion_candidate or (usable[winner] if winner else None)
+        if not has_serving and fallback is not None:
+            published = publish(fallback)
+            reason += (
+                f"; serving registry had no champion, published {fallback['model_name']} v{fallback['model_version']}"
+            )
+    if wins and not promote:
+        reason += " (promotion disabled for this run)"
+    return {
+        "run_date": run_date.isoformat() if isinstance(run_date, dt.date) else str(run_date),
+        "metric": metric,
+        "margin": margin,
+        "candidates": results,
+        "skipped": skipped,
+        "popularity_baseline": baseline,
+        "champion": champion_record,
+        "winner": winner,
+        "winner_version": str(usable[winner]["model_version"]) if winner else None,
+        "promoted": promoted,
+        "published": published,
+        "reason": reason,
+    }
+
+
+def _run_window(run_id: str) -> dict[str, str | None]:
+    from mlflow import MlflowClient
+
+    tags = MlflowClient().get_run(run_id).data.tags
+    return {"start": tags.get("data_start"), "end": tags.get("data_end")}
+
+
+def _json_safe(metrics: Mapping[str, float]) -> dict[str, float | None]:
+    return {k: (float(v) if v is not None and math.isfinite(float(v)) else None) for k, v in metrics.items()}

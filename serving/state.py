@@ -1,0 +1,207 @@
+"""Real-time user state: each user's recent items (newest last, capped) and purchased items.
+
+Two stores behind one interface, chosen by ``RECSYS_STATE_URI``:
+
+* ``memory://?max_users=N`` — a bounded in-process LRU (default size ``[serving] state_max_users``);
+  one replica only, lost on restart.
+* ``redis://host:port/db?prefix=P`` — shared by every replica. Per user ``P:u:<id>:recent`` (a list
+  trimmed to ``state_max_recent``) and ``P:u:<id>:purchased`` (a sorted set by time, trimmed the same
+  way), both expiring ``state_ttl_seconds`` after the user's last event; ``P:users`` (a sorted set of
+  last-event times) answers the state size.
+
+Writes are synchronous, so once ``record`` returns the next ``get`` sees it (no stale read).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit
+
+PURCHASE = "purchase"
+
+
+@dataclass(frozen=True)
+class LiveEvent:
+    """What the state needs from an accepted event."""
+
+    user_id: str
+    item_id: str
+    event_type: str
+
+
+@dataclass(frozen=True)
+class UserState:
+    recent: tuple[str, ...] = ()
+    purchased: frozenset[str] = frozenset()
+
+    @property
+    def seen(self) -> frozenset[str]:
+        return frozenset(self.recent) | self.purchased
+
+
+EMPTY = UserState()
+
+
+def collapse_repeats(items: Iterable[str]) -> tuple[str, ...]:
+    """Drop consecutive repeats (a user re-viewing the same item is one step of their sequence)."""
+    out: list[str] = []
+    for item in items:
+        if not out or out[-1] != item:
+            out.append(item)
+    return tuple(out)
+
+
+class StateStore(Protocol):
+    uri: str
+
+    def record(self, events: Sequence[LiveEvent]) -> None:
+        """Apply events, oldest first."""
+        ...
+
+    def get(self, user_id: str) -> UserState: ...
+
+    def size(self) -> int:
+        """Users currently held."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Entry:
+    recent: list[str] = field(default_factory=list)
+    purchased: dict[str, None] = field(default_factory=dict)
+    touched: float = 0.0
+
+
+class MemoryState:
+    """Bounded LRU of user states under one lock; the least recently used (read or written) user goes first."""
+
+    def __init__(self, max_users: int, max_recent: int, ttl_seconds: float) -> None:
+        if max_users < 1 or max_recent < 1 or ttl_seconds <= 0:
+            raise ValueError(
+                f"memory state needs max_users >= 1, max_recent >= 1, ttl > 0 (got {max_users}, {max_recent}, {ttl_seconds})"
+            )
+        self.uri = f"memory://?max_users={max_users}"
+        self.max_users = max_users
+        self.max_recent = max_recent
+        self.ttl_seconds = ttl_seconds
+        self.evicted = 0
+        self._users: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def record(self, events: Sequence[LiveEvent]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for ev in events:
+                entry = self._users.get(ev.user_id)
+                if entry is None or now - entry.touched > self.ttl_seconds:
+                    entry = _Entry()
+                    self._users[ev.user_id] = entry
+                self._users.move_to_end(ev.user_id)
+                entry.touched = now
+                entry.recent.append(ev.item_id)
+                if len(entry.recent) > self.max_recent:
+                    del entry.recent[: len(entry.recent) - self.max_recent]
+                if ev.event_type == PURCHASE:
+                    entry.purchased.pop(ev.item_id, None)
+                    entry.purchased[ev.item_id] = None
+                    while len(entry.purchased) > self.max_recent:
+                        entry.purchased.pop(next(iter(entry.purchased)))
+            while len(self._users) > self.max_users:
+                self._users.popitem(last=False)
+                self.evicted += 1
+
+    def get(self, user_id: str) -> UserState:
+        with self._lock:
+            entry = self._users.get(user_id)
+            if entry is None:
+                return EMPTY
+            if time.monotonic() - entry.touched > self.ttl_seconds:
+                del self._users[user_id]
+                return EMPTY
+            self._users.move_to_end(user_id)
+            return UserState(tuple(entry.recent), frozenset(entry.purchased))
+
+    def size(self) -> int:
+        return len(self._users)
+
+    def close(self) -> None:
+        with self._lock:
+            self._users.clear()
+
+
+class RedisState:
+    """User state in Redis, shared by replicas; one pipelined round trip per batch and per read."""
+
+    def __init__(self, url: str, prefix: str, max_recent: int, ttl_seconds: int) -> None:
+        import redis
+
+        self.uri = url
+        self.prefix = prefix
+        self.max_recent = max_recent
+        self.ttl_seconds = int(ttl_seconds)
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+
+    def _key(self, user_id: str, kind: str) -> str:
+        return f"{self.prefix}:u:{user_id}:{kind}"
+
+    def record(self, events: Sequence[LiveEvent]) -> None:
+        if not events:
+            return
+        now = time.time()
+        pipe = self.client.pipeline(transaction=True)
+        touched: dict[str, None] = {}
+        for n, ev in enumerate(events):
+            pipe.rpush(self._key(ev.user_id, "recent"), ev.item_id)
+            if ev.event_type == PURCHASE:
+                pipe.zadd(self._key(ev.user_id, "purchased"), {ev.item_id: now + n * 1e-6})
+            touched[ev.user_id] = None
+        for user in touched:
+            recent, purchased = self._key(user, "recent"), self._key(user, "purchased")
+            pipe.ltrim(recent, -self.max_recent, -1)
+            pipe.zremrangebyrank(purchased, 0, -self.max_recent - 1)
+            pipe.expire(recent, self.ttl_seconds)
+            pipe.expire(purchased, self.ttl_seconds)
+        pipe.zadd(f"{self.prefix}:users", dict.fromkeys(touched, now))
+        pipe.execute()
+
+    def get(self, user_id: str) -> UserState:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lrange(self._key(user_id, "recent"), 0, -1)
+        pipe.zrange(self._key(user_id, "purchased"), 0, -1)
+        recent, purchased = pipe.execute()
+        return UserState(tuple(recent), frozenset(purchased))
+
+    def size(self) -> int:
+        users = f"{self.prefix}:users"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zremrangebyscore(users, "-inf", time.time() - self.ttl_seconds)
+        pipe.zcard(users)
+        return int(pipe.execute()[1])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_state(uri: str, max_users: int, max_recent: int, ttl_seconds: int) -> StateStore:
+    """The state store named by ``uri`` (``RECSYS_STATE_URI``); ``max_users`` applies to memory only."""
+    parts = urlsplit(uri)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if parts.scheme == "memory":
+        raw = query.get("max_users", str(max_users))
+        try:
+            users = int(raw)
+        except ValueError:
+            raise ValueError(f"RECSYS_STATE_URI={uri!r}: max_users must be an integer, got {raw!r}") from None
+        return MemoryState(users, max_recent, ttl_seconds)
+    if parts.scheme in ("redis", "rediss"):
+        prefix = query.pop("prefix", "mercato")
+        base = parts._replace(query="&".join(f"{k}={v}" for k, v in query.items())).geturl()
+        return RedisState(base, prefix, max_recent, ttl_seconds)
+    raise ValueError(f"RECSYS_STATE_URI={uri!r}: unsupported scheme; use memory://?max_users=N or redis://host:port/db")
