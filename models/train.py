@@ -162,17 +162,21 @@ def full_histories(data: TrainData) -> tuple[np.ndarray, np.ndarray]:
     return indptr, indices
 
 
-def item_metadata(data: TrainData, items_dir: Path) -> dict[str, list[Any]]:
-    """Columnar item metadata aligned with the model's item index: category, brand, price, available."""
+def item_metadata(data: TrainData, items_dir: Path) -> list[dict[str, Any]]:
+    """Item metadata in the model's item order: ``item_id, category, brand, price, available``."""
     ids = [str(i) for i in data.item_ids]
-    columns: dict[str, list[Any]] = {"item_id": ids}
     frame = pd.read_parquet(items_dir) if items_dir.exists() else pd.DataFrame({"item_id": ids})
     frame = frame.assign(item_id=frame["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
     frame = frame.reindex(ids)
-    for col, default in (("category", None), ("brand", None), ("price", None), ("available", True)):
-        values = frame[col] if col in frame.columns else pd.Series([default] * len(ids), index=frame.index)
-        columns[col] = [_plain(v, default) for v in values.tolist()]
-    return columns
+    defaults = {"category": None, "brand": None, "price": None, "available": True}
+    columns = {
+        col: (frame[col].tolist() if col in frame.columns else [default] * len(ids))
+        for col, default in defaults.items()
+    }
+    return [
+        {"item_id": item, **{col: _plain(columns[col][n], default) for col, default in defaults.items()}}
+        for n, item in enumerate(ids)
+    ]
 
 
 def _plain(value: Any, default: Any) -> Any:

@@ -111,9 +111,9 @@ def test_export_carries_serving_files(recsys_home: Path, gold: Path) -> None:
     out = Path(result["artifact_dir"])
     ids = json.loads((out / "ids.json").read_text())
     items = json.loads((out / "items.json").read_text())
-    assert items["item_id"] == ids["item_ids"]
-    assert set(items) == {"item_id", "category", "brand", "price", "available"}
-    assert {c for c in items["category"]} == {"cat0", "cat1"}
+    assert [it["item_id"] for it in items] == ids["item_ids"]
+    assert all(set(it) == {"item_id", "category", "brand", "price", "available"} for it in items)
+    assert {it["category"] for it in items} == {"cat0", "cat1"}
     data = TrainData.from_gold(gold)
     with np.load(out / "history.npz") as npz:
         indptr, indices = npz["indptr"], npz["indices"]
