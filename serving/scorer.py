@@ -254,7 +254,7 @@ class Scorer:
         self.index = (
             None
             if self._sparse or n_items == 0
-            else build_index(self._items, self._bias, kind=index_kind, exact_max_items=index_exact_max_items)
+            else build_index(self._items, self._bias, kind=index_kind, exact_max_items=index_exact_max_items, threads=1)
         )
         self._normed = _normalise_rows(self._items)
         self._unavailable = np.flatnonzero(~self.catalog.available)

@@ -11,7 +11,7 @@ import pytest
 
 from core.config import load_config
 from core.lake import Lake
-from expectations.runner import ValidationFailed, format_failure, validate_stage, window_days_of
+from expectations.runner import ValidationFailed, format_failure, main, validate_stage, window_days_of
 from expectations.suites import stage_suites
 
 pytestmark = pytest.mark.spark
@@ -173,7 +173,7 @@ def test_window_days_ends_at_run_date() -> None:
     assert window_days_of(RUN_DATE, 3) == [dt.date(2026, 3, 8), dt.date(2026, 3, 9), RUN_DATE]
 
 
-def test_raw_stage_passes_on_clean_bronze_and_writes_data_docs(spark, tmp_path: Path, cfg: dict[str, Any]) -> None:
+def test_raw_cli_passes_on_clean_bronze_and_writes_data_docs(spark, tmp_path: Path, capsys) -> None:
     lake = Lake(tmp_path / "lake")
     _write(
         spark,
@@ -186,7 +186,10 @@ def test_raw_stage_passes_on_clean_bronze_and_writes_data_docs(spark, tmp_path: 
         spark, [{**_events(1)[0], "price": -1.0}], BRONZE_SCHEMA, lake.bronze_events(RUN_DATE - dt.timedelta(days=5))
     )
 
-    summary = validate_stage("raw", lake.root, RUN_DATE, spark, cfg=cfg, report_dir=tmp_path / "reports", window_days=2)
+    argv = ["--stage", "raw", "--lake", str(lake.root), "--run-date", "2026-03-10", "--window-days", "2"]
+    assert main([*argv, "--report-dir", str(tmp_path / "reports")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    summary = json.loads((tmp_path / "reports" / "2026-03-10" / "validation_raw.json").read_text())
 
     assert summary["success"] is True
     table = summary["tables"]["bronze_events"]
@@ -196,7 +199,7 @@ def test_raw_stage_passes_on_clean_bronze_and_writes_data_docs(spark, tmp_path: 
     docs = Path(summary["data_docs"])
     assert docs == tmp_path / "reports" / "2026-03-10" / "data_docs" / "index.html"
     assert docs.is_file() and "raw_events" in docs.read_text()
-    assert json.loads((tmp_path / "reports" / "2026-03-10" / "validation_raw.json").read_text())["success"] is True
+    assert printed["success"] is True and printed["data_docs"] == str(docs)
 
 
 def test_raw_stage_fails_with_readable_report(spark, tmp_path: Path, cfg: dict[str, Any]) -> None:
