@@ -181,9 +181,13 @@ def _expectation_summary(result: Any) -> dict[str, Any]:
         entry["unexpected_value_counts"] = _json_safe(body["partial_unexpected_counts"][:UNEXPECTED_SAMPLE])
     if body.get("partial_unexpected_index_list"):
         entry["unexpected_rows"] = _json_safe(body["partial_unexpected_index_list"][:UNEXPECTED_SAMPLE])
-    info = result.exception_info or {}
-    if info.get("raised_exception"):
-        entry["error"] = str(info.get("exception_message"))
+    infos = result.exception_info or {}
+    infos = [infos] if "raised_exception" in infos else [v for v in infos.values() if isinstance(v, dict)]
+    errors = [str(i.get("exception_message")) for i in infos if i.get("raised_exception")]
+    if errors:
+        entry["error"] = errors[0].strip().splitlines()[0]
+    if config.type == "expect_table_columns_to_match_set" and isinstance(body.get("observed_value"), list):
+        entry["missing_columns"] = sorted(set(kwargs.get("column_set") or []) - set(body["observed_value"]))
     return entry
 
 
@@ -301,6 +305,8 @@ def _observed(entry: dict[str, Any]) -> str:
         if entry.get("missing_count"):
             line += f"; {entry['missing_count']:,} null(s) not checked"
         return line
+    if entry.get("missing_columns"):
+        return f"missing column(s) {', '.join(entry['missing_columns'])}"
     if "observed_value" in entry:
         return json.dumps(entry["observed_value"], default=str)
     return "no observation recorded"

@@ -219,12 +219,13 @@ def run(
     staged = staging_path(target)
     counts: dict[str, int] = {}
     try:
-        n_stats = stats.count()
+        totals = stats.agg(F.count(F.lit(1)).alias("n"), F.countDistinct(USER_COL).alias("users")).first()
+        n_stats, n_users = int(totals["n"]), int(totals["users"])
+        counts = {"interactions": n_stats, "users": n_users, "sequences": n_users}
         for name in GOLD_TABLES:
-            frame = tables[name]
-            rows = n_stats if name == "interactions" else None
-            frame.coalesce(files_for(rows or n_stats)).write.mode("error").parquet(str(staged / name))
-            counts[name] = spark.read.parquet(str(staged / name)).count()
+            rows = counts.get(name, n_stats)
+            tables[name].coalesce(files_for(rows)).write.mode("error").parquet(str(staged / name))
+        counts["items"] = spark.read.parquet(str(staged / "items")).count()
         commit_path(staged, target)
     except BaseException:
         import shutil

@@ -18,7 +18,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +167,14 @@ def type_events(parsed: DataFrame) -> DataFrame:
     return typed.select(*EVENT_COLUMNS, *extra)
 
 
+def _raw_only_if_rejected(labelled: DataFrame) -> DataFrame:
+    """Keep the raw line only where it will be quarantined (keeps cached rows small)."""
+    return labelled.withColumn(RAW_COL, F.when(F.col(REASON_COL).isNotNull(), F.col(RAW_COL)))
+
+
 def ingest_events(lines: DataFrame, *, value_col: str = "value") -> DataFrame:
     """Text lines (``value`` + any provenance columns) → typed events labelled with ``reject_reason``."""
-    return type_events(parse_lines(lines, RAW_EVENT_FIELDS, value_col=value_col))
+    return _raw_only_if_rejected(type_events(parse_lines(lines, RAW_EVENT_FIELDS, value_col=value_col)))
 
 
 def type_items(parsed: DataFrame) -> DataFrame:
@@ -192,7 +200,7 @@ def type_items(parsed: DataFrame) -> DataFrame:
 
 def ingest_items(lines: DataFrame, *, value_col: str = "value") -> DataFrame:
     """Catalogue text lines → typed items labelled with ``reject_reason``."""
-    return type_items(parse_lines(lines, RAW_ITEM_FIELDS, value_col=value_col))
+    return _raw_only_if_rejected(type_items(parse_lines(lines, RAW_ITEM_FIELDS, value_col=value_col)))
 
 
 def accepted(labelled: DataFrame, columns: tuple[str, ...]) -> DataFrame:
@@ -228,20 +236,29 @@ def previous_manifest(partition: Path) -> dict[str, Any] | None:
         return None
 
 
+UNIT_COL = "_unit"
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One output partition: its landing files (all in one folder, named ``key``) and where it goes."""
+
+    key: str
+    files: list[Path]
+    target: Path
+    reject_target: Path
+
+
 def _read_lines(spark: SparkSession, files: list[Path]) -> DataFrame:
     return spark.read.text([str(p) for p in files]).select(
         F.col("value"),
         F.col("_metadata.file_name").alias(SOURCE_FILE_COL),
         F.col("_metadata.file_modification_time").alias(SOURCE_MTIME_COL),
+        F.regexp_extract(F.col("_metadata.file_path"), r"([^/]+)/[^/]+$", 1).alias(UNIT_COL),
     )
 
 
-def _counts(labelled: DataFrame, invalid_cols: tuple[str, ...]) -> dict[str, Any]:
-    rows = (
-        labelled.groupBy(REASON_COL)
-        .agg(F.count(F.lit(1)).alias("n"), *[F.sum(c).alias(c) for c in invalid_cols])
-        .collect()
-    )
+def _summarise(rows: list[Any], invalid_cols: tuple[str, ...]) -> dict[str, Any]:
     by_reason = {r[REASON_COL]: int(r["n"]) for r in rows}
     out_rows = by_reason.pop(None, 0)
     blank = sum(by_reason.pop(r, 0) for r in NOT_RECORDS)
@@ -262,46 +279,61 @@ def _write_rejected(labelled: DataFrame, target: Path, n_rejected: int) -> None:
     if n_rejected:
         write_atomic(rejected(labelled), target, rows=n_rejected)
     elif target.exists():
-        import shutil
-
         shutil.rmtree(target)
 
 
-def _ingest_table(
+def _ingest_units(
     spark: SparkSession,
-    files: list[Path],
-    target: Path,
-    reject_target: Path,
+    units: list[_Unit],
     *,
-    transform: Any,
+    transform: Callable[[DataFrame], DataFrame],
     columns: tuple[str, ...],
     invalid_cols: tuple[str, ...],
     force: bool,
     with_seq: bool = False,
-) -> dict[str, Any]:
-    source = fingerprint(files)
-    previous = previous_manifest(target)
-    if not force and previous is not None and previous.get("files") == source:
-        return {"status": "skipped", **previous.get("counts", {})}
+) -> dict[str, dict[str, Any]]:
+    """Parse every changed unit's files in one pass, then write each unit's partition and quarantine."""
+    results: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[_Unit, list[dict[str, Any]]]] = []
+    for unit in units:
+        source = fingerprint(unit.files)
+        previous = previous_manifest(unit.target)
+        if not force and previous is not None and previous.get("files") == source:
+            results[unit.key] = {"status": "skipped", **previous.get("counts", {})}
+        else:
+            todo.append((unit, source))
+    files = [f for unit, _ in todo for f in unit.files]
+    if not todo:
+        return results
     if files:
         lines = _read_lines(spark, files)
-        if with_seq:
-            lines = lines.withColumn(SOURCE_SEQ_COL, F.monotonically_increasing_id())
-        labelled = transform(lines).cache()
     else:
-        empty = T.StructType([T.StructField("value", T.StringType()), T.StructField(SOURCE_FILE_COL, T.StringType())])
-        empty = empty.add(T.StructField(SOURCE_MTIME_COL, T.TimestampType()))
-        if with_seq:
-            empty = empty.add(T.StructField(SOURCE_SEQ_COL, T.LongType()))
-        labelled = transform(spark.createDataFrame([], empty))
+        schema = "value string, source_file string, source_mtime timestamp, _unit string"
+        lines = spark.createDataFrame([], schema)
+    if with_seq:
+        lines = lines.withColumn(SOURCE_SEQ_COL, F.monotonically_increasing_id())
+    labelled = transform(lines).cache()
     try:
-        counts = _counts(labelled, invalid_cols)
-        manifest = {"files": source, "counts": counts, "written_at": dt.datetime.now(dt.UTC).isoformat()}
-        write_atomic(accepted(labelled, columns), target, rows=counts["rows_out"], extra={SOURCE_MANIFEST: manifest})
-        _write_rejected(labelled, reject_target, counts["rejected"])
+        rows = (
+            labelled.groupBy(UNIT_COL, REASON_COL)
+            .agg(F.count(F.lit(1)).alias("n"), *[F.sum(c).alias(c) for c in invalid_cols])
+            .collect()
+        )
+        unexpected = {r[UNIT_COL] for r in rows} - {unit.key for unit, _ in todo}
+        if unexpected:
+            raise RuntimeError(f"lines read from unexpected folder(s) {sorted(unexpected)}; landing layout changed?")
+        for unit, source in todo:
+            counts = _summarise([r for r in rows if r[UNIT_COL] == unit.key], invalid_cols)
+            part = labelled.filter(F.col(UNIT_COL) == unit.key)
+            manifest = {"files": source, "counts": counts, "written_at": dt.datetime.now(dt.UTC).isoformat()}
+            write_atomic(
+                accepted(part, columns), unit.target, rows=counts["rows_out"], extra={SOURCE_MANIFEST: manifest}
+            )
+            _write_rejected(part, unit.reject_target, counts["rejected"])
+            results[unit.key] = {"status": "ingested", **counts}
     finally:
         labelled.unpersist()
-    return {"status": "ingested", **counts}
+    return results
 
 
 def run(
@@ -323,32 +355,37 @@ def run(
     landed = Lake.partition_days(lake.landing_events())
     days = window(run_date, window_days, landed)
     expected = window(run_date, window_days, [run_date - dt.timedelta(days=i) for i in range(window_days or 0)])
-    per_day: dict[str, dict[str, Any]] = {}
-    for day in days:
-        per_day[day.isoformat()] = _ingest_table(
-            spark,
+    units = [
+        _Unit(
+            f"dt={day.isoformat()}",
             landing_files(lake.landing_events(day)),
             lake.bronze_events(day),
             rejected_path(lake, day),
-            transform=ingest_events,
-            columns=EVENT_COLUMNS,
-            invalid_cols=("price_invalid", "quantity_invalid"),
-            force=force,
         )
+        for day in days
+    ]
+    results = _ingest_units(
+        spark,
+        units,
+        transform=ingest_events,
+        columns=EVENT_COLUMNS,
+        invalid_cols=("price_invalid", "quantity_invalid"),
+        force=force,
+    )
+    per_day = {day.isoformat(): results[f"dt={day.isoformat()}"] for day in days}
     item_files = landing_files(lake.landing_items())
     items: dict[str, Any] = {"status": "absent"}
     if item_files:
-        items = _ingest_table(
+        item_unit = _Unit(lake.landing_items().name, item_files, bronze_items_path(lake), rejected_path(lake))
+        items = _ingest_units(
             spark,
-            item_files,
-            bronze_items_path(lake),
-            rejected_path(lake),
+            [item_unit],
             transform=ingest_items,
             columns=(*ITEM_COLUMNS, SOURCE_FILE_COL, SOURCE_MTIME_COL, SOURCE_SEQ_COL),
             invalid_cols=("price_invalid", "available_invalid", "attributes_invalid"),
             force=force,
             with_seq=True,
-        )
+        )[item_unit.key]
     report: dict[str, Any] = {
         "stage": "ingest",
         "run_date": run_date.isoformat(),

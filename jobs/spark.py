@@ -8,9 +8,18 @@ them without the legacy INT96 path.
 
 from __future__ import annotations
 
+import os
+
 from pyspark.sql import SparkSession
 
 from core.settings import get_settings
+
+#: On ``local[...]`` masters the default 200 shuffle partitions mostly cost task overhead; a few per core suffice.
+LOCAL_SHUFFLE_PARTITIONS_PER_CORE = 2
+
+
+def builder_master_is_local(master: str) -> bool:
+    return master == "local" or master.startswith("local[")
 
 
 def get_spark(
@@ -18,8 +27,8 @@ def get_spark(
 ) -> SparkSession:
     """Return the active SparkSession, or start one configured for the pipeline.
 
-    ``shuffle_partitions`` (default: Spark's, coalesced by adaptive execution) is applied to an
-    already active session too, since it is a runtime setting.
+    ``shuffle_partitions`` (default: two per core on a local master, Spark's own on a cluster) is
+    applied to an already active session too, since it is a runtime setting.
     """
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -40,6 +49,8 @@ def get_spark(
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     )
+    if shuffle_partitions is None and builder_master_is_local(master or settings.spark_master):
+        shuffle_partitions = LOCAL_SHUFFLE_PARTITIONS_PER_CORE * (os.cpu_count() or 1)
     if shuffle_partitions is not None:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     session = builder.getOrCreate()

@@ -1,9 +1,10 @@
 """Hybrid two-tower network: an item tower on ID + content, a user tower on the recent history.
 
 Item vector = ID embedding + embeddings of category, brand, price band and the mean of its attribute
-embeddings. ID embeddings start at zero and are dropped at random in training (``id_dropout``), so
-the content part carries meaning alone: an item with attributes but no interactions still gets a
-sensible vector (``encode_items`` scores items the model has never seen). User vector = MLP over
+embeddings. ID embeddings start at zero, are dropped at random in training (``id_dropout``) and are used only
+for items with train interactions, so the content part carries meaning alone: an item with
+attributes but no interactions gets a content vector (``encode_items`` scores items the model has
+never seen). User vector = MLP over
 the recency-weighted mean of the history's item vectors (learned weight per position from the end).
 Trained on (history prefix → next item) pairs with a sampled softmax over in-batch positives plus
 shared uniform negatives, accidental hits masked.
@@ -143,6 +144,7 @@ class TwoTower(Recommender):
         device = pick_device(str(p["device"]))
         self.device_used = str(device)
         self.table = ContentTable(data.item_features, data.n_items)
+        self.warm = torch.as_tensor(np.asarray(data.train.getnnz(axis=0)) > 0).float()
         self._build(data.n_items, device)
         seqs = [np.asarray(s, dtype=np.int64) for s in data.sequences if len(s) >= 2]
         if not seqs:
@@ -218,10 +220,11 @@ class TwoTower(Recommender):
         return hist, torch.as_tensor(np.asarray(targets, dtype=np.int64))
 
     def _encode_items(self, items: torch.Tensor, device: torch.device, train: bool) -> torch.Tensor:
+        """Item vectors; the ID part only for items with train interactions (others: content alone)."""
         content = self.table.content(self.item_tower, items)
-        keep = None
+        keep = self.warm[items].to(device)
         if train and float(self.params["id_dropout"]) > 0:
-            keep = (torch.rand(len(items), device=device) >= float(self.params["id_dropout"])).float()
+            keep = keep * (torch.rand(len(items), device=device) >= float(self.params["id_dropout"])).float()
         return self.item_tower(items.to(device), content, keep)
 
     def _encode_users(self, hist: torch.Tensor, device: torch.device, train: bool) -> torch.Tensor:
@@ -302,6 +305,7 @@ class TwoTower(Recommender):
                 "table.attr_indices": self.table.attr_indices.numpy(),
                 "table.attr_indptr": self.table.attr_indptr.numpy(),
                 "table.n_attr": np.asarray([self.table.n_attr], dtype=np.int64),
+                "warm": self.warm.numpy(),
             }
         )
         return state
@@ -321,6 +325,7 @@ class TwoTower(Recommender):
             state["table.category"], state["table.brand"], state["table.price"], attrs, np.ones(n_items, bool)
         )
         self.table = ContentTable(features, n_items)
+        self.warm = torch.as_tensor(np.asarray(state["warm"], dtype=np.float32))
         self._build(n_items, torch.device("cpu"))
         nets = {k[len("net.") :]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")}
         self._modules_dict().load_state_dict(nets)
