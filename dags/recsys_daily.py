@@ -120,7 +120,14 @@ def recsys_daily() -> None:
             from jobs.spark import get_spark
 
             params, run_date, lake, cfg = _runtime()
-            summary = validate_stage(stage, lake, run_date, get_spark(), cfg=cfg, window_days=params["window_days"])
+            only_days = None
+            if stage == "raw":
+                ingest = get_current_context()["ti"].xcom_pull(task_ids="ingest") or {}
+                rewritten = [day for day, rep in ingest.get("days", {}).items() if rep.get("status") == "ingested"]
+                only_days = [dt.date.fromisoformat(day) for day in rewritten] or None
+            summary = validate_stage(
+                stage, lake, run_date, get_spark(), cfg=cfg, window_days=params["window_days"], only_days=only_days
+            )
             write_report(lake, run_date, f"validate_{stage}", summary)
             return summary
 
@@ -129,7 +136,7 @@ def recsys_daily() -> None:
     def trainer(model_name: str):
         @task(task_id=f"train_{model_name}", retries=1, retry_delay=dt.timedelta(seconds=10))
         def train() -> dict[str, Any]:
-            from airflow.exceptions import AirflowSkipException
+            from airflow.sdk.exceptions import AirflowSkipException
 
             from core.lake import Lake
             from core.reports import write_report
@@ -145,14 +152,16 @@ def recsys_daily() -> None:
         return train
 
     @task(trigger_rule="none_failed_min_one_success")
-    def promote(candidates: list[dict[str, Any] | None]) -> dict[str, Any]:
+    def promote() -> dict[str, Any]:
         from core.lake import Lake
         from core.reports import write_report
         from models.promote import compare_and_promote
         from models.registry import publish_champion
 
         params, run_date, lake, cfg = _runtime()
-        trained = [c for c in candidates if c]
+        ti = get_current_context()["ti"]
+        selected = [f"train_{name}" for name in ZOO if name in params["models"]]
+        trained = [c for c in ti.xcom_pull(task_ids=selected) if c]
         decision = compare_and_promote(
             trained,
             Lake(lake).gold(run_date),
@@ -174,12 +183,9 @@ def recsys_daily() -> None:
     features_ok = validation("features")()
     landed >> ingested >> raw_ok >> cleaned >> clean_ok >> featured >> split >> features_ok
 
-    results = []
+    promoted = promote()
     for name in ZOO:
-        result = trainer(name)()
-        features_ok >> result
-        results.append(result)
-    promote(candidates=results)
+        features_ok >> trainer(name)() >> promoted
 
 
 recsys_daily()

@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,10 +62,17 @@ def window_days_of(run_date: dt.date, window_days: int) -> list[dt.date]:
 
 
 def _read_partitions(
-    spark: SparkSession, base: Path, run_date: dt.date, window_days: int, what: str
+    spark: SparkSession,
+    base: Path,
+    run_date: dt.date,
+    window_days: int,
+    what: str,
+    only_days: Collection[dt.date] | None = None,
 ) -> tuple[DataFrame, list[str]]:
     days = window_days_of(run_date, window_days)
     present = [day for day in Lake.partition_days(base) if days[0] <= day <= days[-1]]
+    if only_days:
+        present = [day for day in present if day in set(only_days)]
     if not present:
         raise FileNotFoundError(
             f"no {what} partition dt={days[0]}..{days[-1]} under {base}: run the job that writes it first "
@@ -108,11 +115,20 @@ def split_check_frame(
 
 
 def load_stage_tables(
-    stage: str, lake: Lake, run_date: dt.date, spark: SparkSession, window_days: int
+    stage: str,
+    lake: Lake,
+    run_date: dt.date,
+    spark: SparkSession,
+    window_days: int,
+    only_days: Collection[dt.date] | None = None,
 ) -> dict[str, tuple[DataFrame, dict[str, Any]]]:
-    """The DataFrames a stage validates, keyed like ``stage_suites``, each with where it came from."""
+    """The DataFrames a stage validates, keyed like ``stage_suites``, each with where it came from.
+
+    ``only_days`` narrows ``raw`` to the bronze days this run (re)ingested: older days passed their
+    gate when they arrived, and a new drop must be judged on its own rows, not diluted by history.
+    """
     if stage == "raw":
-        frame, parts = _read_partitions(spark, lake.bronze_events(), run_date, window_days, "bronze")
+        frame, parts = _read_partitions(spark, lake.bronze_events(), run_date, window_days, "bronze", only_days)
         return {"bronze_events": (frame, {"path": str(lake.bronze_events()), "partitions": parts})}
     if stage == "clean":
         frame, parts = _read_partitions(spark, lake.silver_events(), run_date, window_days, "silver")
@@ -231,8 +247,11 @@ def validate_stage(
     cfg: dict[str, Any] | None = None,
     report_dir: str | os.PathLike[str] | None = None,
     window_days: int | None = None,
+    only_days: Collection[dt.date] | None = None,
 ) -> dict[str, Any]:
     """Validate one stage's partitions of ``run_date``; return the summary or raise ``ValidationFailed``.
+
+    ``only_days`` (raw only): validate just these bronze days, e.g. the ones ingest rewrote this run.
 
     ``window_days`` is the run window for ``raw``/``clean`` (the days ``[run_date - window_days + 1,
     run_date]`` that exist; default ``cfg["window"]["days"]``); ``features`` validates ``gold/<run_date>``.
@@ -254,7 +273,7 @@ def validate_stage(
     run_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    tables = load_stage_tables(stage, Lake(lake_root), run_day, spark, window_days)
+    tables = load_stage_tables(stage, Lake(lake_root), run_day, spark, window_days, only_days)
     context = _gx_context(run_dir, docs_dir)
     run_id = RunIdentifier(run_name=f"{stage}-{run_day.isoformat()}", run_time=dt.datetime.now(dt.UTC))
     summary: dict[str, Any] = {

@@ -74,7 +74,16 @@ def resolve_run_date(data: str | None, fmt: str, run_date: str | None) -> dt.dat
 def summarize(reports: dict[str, dict[str, Any]]) -> str:
     """A short human summary of one run: rows per stage, drops by reason, metrics per model, promotion."""
     lines = ["", "=" * 72, "recsys_daily summary", "=" * 72]
-    for stage in ("land", "ingest", "validate_raw", "clean", "validate_clean", "features", "split", "validate_features"):
+    for stage in (
+        "land",
+        "ingest",
+        "validate_raw",
+        "clean",
+        "validate_clean",
+        "features",
+        "split",
+        "validate_features",
+    ):
         rep = reports.get(stage)
         if rep is None:
             continue
@@ -83,9 +92,11 @@ def summarize(reports: dict[str, dict[str, Any]]) -> str:
         lines.append(f"{stage:<18} {json.dumps(figures, default=str)}")
         if isinstance(rep.get("dropped"), dict) and rep["dropped"]:
             lines.append(f"{'':<18} dropped: {json.dumps(rep['dropped'])}")
-        for extra in ("counts", "tables", "skipped_days"):
-            if extra in rep:
-                lines.append(f"{'':<18} {extra}: {json.dumps(rep[extra], default=str)}")
+        if stage.startswith("validate_") and isinstance(rep.get("tables"), dict):
+            checked = {name: t.get("rows") for name, t in rep["tables"].items()}
+            lines.append(f"{'':<18} rows checked: {json.dumps(checked)}")
+        if rep.get("skipped_days"):
+            lines.append(f"{'':<18} skipped (unchanged): {json.dumps(rep['skipped_days'], default=str)}")
     trains = sorted(k for k in reports if k.startswith("train_"))
     if trains:
         lines.append("models (test split, full ranking):")
