@@ -86,16 +86,9 @@ def recsys_daily() -> None:
         if params["format"] == "landing":
             report = {"format": "landing", "note": "no dataset given: processing the landing zone as it is"}
         else:
-            report = land_data(
-                params["dataset"] or None,
-                params["format"],
-                lake,
-                run_date,
-                n_users=params["sim_users"],
-                n_items=params["sim_items"],
-                days=params["sim_days"],
-                seed=params["seed"],
-            )
+            sim = {"n_users": params["sim_users"], "n_items": params["sim_items"], "days": params["sim_days"]}
+            options = {**sim, "seed": params["seed"]} if params["format"] == "simulated" else {}
+            report = land_data(params["dataset"] or None, params["format"], lake, run_date, **options)
         write_report(lake, run_date, "land", report)
         return report
 

@@ -114,6 +114,19 @@ def summarize(reports: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def failed_gates(run_date: dt.date) -> str:
+    """The readable report of every validation gate that failed on ``run_date`` (empty if none)."""
+    from expectations.runner import format_failure
+
+    folder = Path(get_settings().reports) / run_date.isoformat()
+    texts = []
+    for path in sorted(folder.glob("validation_*.json")):
+        summary = json.loads(path.read_text())
+        if not summary.get("success", True):
+            texts.append(f"validation gate '{summary.get('stage', path.stem)}' failed:\n{format_failure(summary)}")
+    return "\n\n".join(texts)
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     rc = _airflow(["dags", "test", DAG_ID, logical.isoformat(), "--conf", json.dumps(conf)], env)
     elapsed = time.monotonic() - started
     print(summarize(read_reports(get_settings().lake, run_date)))
+    if rc != 0:
+        print(failed_gates(run_date))
     print(f"run_date={run_date} outcome={'success' if rc == 0 else 'FAILED'} wall={elapsed:.0f}s")
     return 0 if rc == 0 else 1
 

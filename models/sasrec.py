@@ -24,6 +24,9 @@ from models.base import EpochCallback, Recommender, register
 from models.data import TrainData
 from models.torch_utils import pick_device, progress, seed_everything
 
+#: Batches per shuffled pool that length bucketing sorts within (bigger: tighter lengths, less randomness).
+BUCKET_POOL_BATCHES = 50
+
 
 def pad_left(seqs: Sequence[np.ndarray], max_len: int, shift: int = 1) -> np.ndarray:
     """(len(seqs), max_len) int64 of the last ``max_len`` items of each sequence, +``shift``, left-padded with 0."""
@@ -94,7 +97,7 @@ def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, gen: torch.G
     shops while every row is still seen once per epoch in random order.
     """
     order = torch.randperm(len(lengths), generator=gen)
-    pool = batch_size * 50
+    pool = batch_size * BUCKET_POOL_BATCHES
     batches: list[torch.Tensor] = []
     for start in range(0, len(order), pool):
         chunk = order[start : start + pool]
@@ -163,7 +166,7 @@ class SASRec(Recommender):
             "n_heads": 1,
             "max_len": 50,
             "dropout": 0.5,
-            "lr": 1e-3,
+            "lr": 3e-3,
             "weight_decay": 0.0,
             "batch_size": 128,
             "epochs": 200,
