@@ -95,8 +95,13 @@ def raw_events_suite(
     unknown_event_type_max_fraction: float,
     missing_price_max_fraction: float,
     event_types: tuple[str, ...] = EVENT_TYPES,
+    prices_expected: bool = True,
 ) -> gx.ExpectationSuite:
-    """Bronze events of the run window: the contract's hard rules, with tolerance only for what clean repairs."""
+    """Bronze events of the run window: the contract's hard rules, with tolerance only for what clean repairs.
+
+    ``prices_expected=False`` (a feed that carries no prices at all, e.g. review or view logs; price is
+    optional in the contract) drops the price-completeness expectation; negative prices still fail.
+    """
     unknown = _fraction("raw_unknown_event_type_max_fraction", unknown_event_type_max_fraction)
     missing_price = _fraction("raw_missing_price_max_fraction", missing_price_max_fraction)
     expectations: list[gxe.Expectation] = []
@@ -128,11 +133,12 @@ def raw_events_suite(
         )
     )
     expectations.append(_min_value(PRICE_COL, 0, "a negative price is a broken feed, never tolerated"))
-    expectations.append(
-        _not_null(
-            PRICE_COL, "clean fills the rest from the catalogue; raw_missing_price_max_fraction", 1 - missing_price
+    if prices_expected:
+        expectations.append(
+            _not_null(
+                PRICE_COL, "clean fills the rest from the catalogue; raw_missing_price_max_fraction", 1 - missing_price
+            )
         )
-    )
     expectations.append(_min_value(QUANTITY_COL, 1, "an event moves at least one unit"))
     return _suite(name_, expectations)
 
@@ -141,8 +147,10 @@ def clean_events_suite(
     min_events: int,
     min_price_fraction: float = DEFAULT_CLEAN_MIN_PRICE_FRACTION,
     event_types: tuple[str, ...] = EVENT_TYPES,
+    prices_expected: bool = True,
 ) -> gx.ExpectationSuite:
-    """Silver events of the run window: everything clean promises, strictly."""
+    """Silver events of the run window: everything clean promises, strictly (price completeness only
+    when the feed carries prices, see ``raw_events_suite``)."""
     price_fraction = _fraction("clean_min_price_fraction", min_price_fraction)
     expectations: list[gxe.Expectation] = []
     name_ = CLEAN_EVENTS
@@ -163,11 +171,12 @@ def clean_events_suite(
     )
     expectations.append(_unique(EVENT_ID_COL, "clean removes duplicates by event_id"))
     expectations.append(_min_value(PRICE_COL, 0, "clean never lets a negative price through"))
-    expectations.append(
-        _not_null(
-            PRICE_COL, "clean fills prices from the catalogue; validation.clean_min_price_fraction", price_fraction
+    if prices_expected:
+        expectations.append(
+            _not_null(
+                PRICE_COL, "clean fills prices from the catalogue; validation.clean_min_price_fraction", price_fraction
+            )
         )
-    )
     return _suite(name_, expectations)
 
 
@@ -295,18 +304,22 @@ def validation_thresholds(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stage_suites(stage: str, cfg: dict[str, Any]) -> dict[str, gx.ExpectationSuite]:
+def stage_suites(stage: str, cfg: dict[str, Any], prices_expected: bool = True) -> dict[str, gx.ExpectationSuite]:
     """The suites a pipeline stage runs, keyed by the table each one validates."""
     v = validation_thresholds(cfg)
     if stage == "raw":
         return {
             "bronze_events": raw_events_suite(
-                v["raw_unknown_event_type_max_fraction"], v["raw_missing_price_max_fraction"]
+                v["raw_unknown_event_type_max_fraction"],
+                v["raw_missing_price_max_fraction"],
+                prices_expected=prices_expected,
             )
         }
     if stage == "clean":
         return {
-            "silver_events": clean_events_suite(v["min_clean_events"], v["clean_min_price_fraction"]),
+            "silver_events": clean_events_suite(
+                v["min_clean_events"], v["clean_min_price_fraction"], prices_expected=prices_expected
+            ),
             "silver_items": items_suite(),
         }
     if stage == "features":

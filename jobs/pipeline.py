@@ -64,7 +64,7 @@ def resolve_run_date(data: str | None, fmt: str, run_date: str | None) -> dt.dat
     """The last day of data: explicit, else the data's own last date, else today (UTC)."""
     if run_date:
         return dt.date.fromisoformat(run_date)
-    if fmt in ("events", "diginetica") and data:
+    if fmt in ("events", "diginetica", "s3rec") and data:
         from jobs.loaders import data_end_date
 
         return data_end_date(data, fmt)

@@ -1,9 +1,11 @@
 """Content-based recommender: TF-IDF item profiles over category, brand, price band and attribute ids.
 
-Item vector = L2-normalised TF-IDF row of its features (one-hot category/brand/price band plus the
-multi-hot attributes); user vector = recency-weighted mean of the history items' vectors. Items
-with no interactions score as soon as they have features, which makes this the cold-start model.
-A small log-popularity bias (``popularity_weight``) breaks the many ties among same-brand items.
+Item profile = L2-normalised TF-IDF row of its features (one-hot category/brand/price band plus the
+multi-hot attributes); user vector = recency-weighted mean of the history items' profiles; item
+vector = profile × (1 + popularity)^``popularity_exponent``, i.e. "popular among what matches my
+taste" (pure similarity ranks rare look-alikes first and loses to plain popularity). An item with
+no interactions still scores from its features (scale 1); a small log-popularity bias
+(``popularity_weight``) breaks ties among items with no feature overlap.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class ContentBased(Recommender):
 
     name = "content"
     defaults = {
-        "full": {"recency_decay": 0.7, "popularity_weight": 0.01},
+        "full": {"recency_decay": 1.0, "popularity_exponent": 1.0, "popularity_weight": 0.01},
         "quick": {},
     }
 
@@ -63,9 +65,12 @@ class ContentBased(Recommender):
         if data.item_features is None:
             raise ValueError("content: data.item_features is None; build TrainData with an items catalogue")
         multi_hot = feature_matrix(data.item_features)
-        self.items, self.idf = tfidf_rows(multi_hot)
-        without = int((np.diff(self.items.indptr) == 0).sum())
+        profiles, self.idf = tfidf_rows(multi_hot)
+        without = int((np.diff(profiles.indptr) == 0).sum())
         pop = data.item_popularity()
+        self.scale = np.power(1.0 + pop, float(self.params["popularity_exponent"])).astype(np.float32)
+        self.profiles = profiles
+        self.items = sp.csr_matrix(sp.diags(self.scale) @ profiles, dtype=np.float32)
         self.bias = (float(self.params["popularity_weight"]) * np.log1p(pop) / max(np.log1p(pop.max()), 1.0)).astype(
             np.float32
         )
@@ -78,7 +83,7 @@ class ContentBased(Recommender):
         h = history_matrix(histories, self.items.shape[0], float(self.params["recency_decay"]))
         totals = np.asarray(h.sum(axis=1)).ravel()
         inv = np.where(totals > 0, 1.0 / np.maximum(totals, 1e-12), 0.0).astype(np.float32)
-        return sp.csr_matrix(sp.diags(inv) @ h @ self.items, dtype=np.float32)
+        return sp.csr_matrix(sp.diags(inv) @ h @ self.profiles, dtype=np.float32)
 
     def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
         scores = np.asarray((self._profiles(histories) @ self.items.T).todense(), dtype=np.float32)
@@ -95,18 +100,21 @@ class ContentBased(Recommender):
 
     def _state(self) -> dict[str, np.ndarray]:
         return {
-            "items_data": self.items.data,
-            "items_indices": self.items.indices.astype(np.int64),
-            "items_indptr": self.items.indptr.astype(np.int64),
-            "items_shape": np.asarray(self.items.shape, dtype=np.int64),
+            "profiles_data": self.profiles.data,
+            "profiles_indices": self.profiles.indices.astype(np.int64),
+            "profiles_indptr": self.profiles.indptr.astype(np.int64),
+            "profiles_shape": np.asarray(self.profiles.shape, dtype=np.int64),
+            "scale": self.scale,
             "idf": self.idf,
             "bias": self.bias,
         }
 
     def _restore(self, state: dict[str, np.ndarray]) -> None:
-        shape = tuple(int(v) for v in state["items_shape"])
-        self.items = sp.csr_matrix(
-            (state["items_data"], state["items_indices"], state["items_indptr"]), shape=shape, dtype=np.float32
+        shape = tuple(int(v) for v in state["profiles_shape"])
+        self.profiles = sp.csr_matrix(
+            (state["profiles_data"], state["profiles_indices"], state["profiles_indptr"]), shape=shape, dtype=np.float32
         )
+        self.scale = np.asarray(state["scale"], dtype=np.float32)
+        self.items = sp.csr_matrix(sp.diags(self.scale) @ self.profiles, dtype=np.float32)
         self.idf = np.asarray(state["idf"], dtype=np.float32)
         self.bias = np.asarray(state["bias"], dtype=np.float32)

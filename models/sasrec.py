@@ -170,7 +170,7 @@ class SASRec(Recommender):
             "weight_decay": 0.0,
             "batch_size": 128,
             "epochs": 200,
-            "patience": 10,
+            "patience": 5,
             "val_users": 10000,
             "max_minutes": 25.0,
         },

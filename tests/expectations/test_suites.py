@@ -298,3 +298,20 @@ def test_features_stage_catches_non_positive_weight_and_too_few_users(
         ("user_id", "expect_column_unique_value_count_to_be_between"),
     }
     assert failed[("user_id", "expect_column_unique_value_count_to_be_between")]["observed_value"] == 6
+
+
+def test_feed_without_prices_passes_but_partial_prices_are_still_required(
+    spark, tmp_path: Path, cfg: dict[str, Any]
+) -> None:
+    """Price is optional in the contract: a feed with no prices at all passes; one that drops most of them fails."""
+    lake = Lake(tmp_path / "lake")
+    no_prices = [{**row, "price": None} for row in _events(60)]
+    _write(spark, no_prices, BRONZE_SCHEMA, lake.bronze_events(RUN_DATE))
+    summary = validate_stage("raw", lake.root, RUN_DATE, spark, cfg=cfg, report_dir=tmp_path / "r1", window_days=1)
+    assert summary["success"] and "no prices" in summary["notes"][0]
+
+    mostly_missing = [{**row, "price": None if i % 2 else row["price"]} for i, row in enumerate(_events(60))]
+    _write(spark, mostly_missing, BRONZE_SCHEMA, lake.bronze_events(RUN_DATE))
+    with pytest.raises(ValidationFailed) as caught:
+        validate_stage("raw", lake.root, RUN_DATE, spark, cfg=cfg, report_dir=tmp_path / "r2", window_days=1)
+    assert set(_failed(caught.value.summary)) == {("price", "expect_column_values_to_not_be_null")}
