@@ -36,6 +36,7 @@ from core.lake import Lake, commit_path, staging_path
 
 READABLE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 S3REC_ANCHOR = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+S3REC_STEP = dt.timedelta(hours=1)
 MAX_ROWS_PER_FILE = 1_000_000
 _SIM_ALIASES = {"users": "n_users", "items": "n_items", "categories": "n_categories", "brands": "n_brands"}
 
@@ -238,8 +239,9 @@ def read_s3rec(folder: str | Path, anchor: dt.datetime = S3REC_ANCHOR) -> tuple[
     """S3-Rec files (``<Name>.txt`` + ``<Name>_item2attributes.json``) → purchase events and items.
 
     The files carry no timestamps: the item at position ``i`` of a user's line gets ``anchor + i``
-    seconds, which keeps each user's order (ties impossible) and puts the whole data set on the
-    anchor's UTC day (lines are far shorter than 86,400 items). Event ids are ``s3rec-<user>-<i>``.
+    × ``S3REC_STEP`` (one hour), which keeps each user's order (ties impossible) and spaces the
+    events like a shopper's, not a bot's (the clean job removes users with bursts of dozens of events
+    a minute; seconds apart, every long line would look like one). Event ids are ``s3rec-<user>-<i>``.
     Items come from the attribute file (``attributes`` = attribute-id strings, category/brand/price
     unknown, available); items seen in events but absent from it get no attributes and are counted.
     """
@@ -268,7 +270,7 @@ def read_s3rec(folder: str | Path, anchor: dt.datetime = S3REC_ANCHOR) -> tuple[
             USER_COL: user_arr,
             ITEM_COL: np.asarray(items, dtype=object),
             EVENT_TYPE_COL: "purchase",
-            TS_COL: anchor_utc + pd.to_timedelta(pos, unit="s"),
+            TS_COL: anchor_utc + pd.to_timedelta(pos * S3REC_STEP.total_seconds(), unit="s"),
             SESSION_COL: pd.Series([None] * len(pos), dtype=object),
             PRICE_COL: np.nan,
             QUANTITY_COL: pd.array(np.ones(len(pos), dtype=np.int64), dtype="Int64"),
@@ -473,7 +475,7 @@ def data_end_date(source: str | Path | None, fmt: str) -> dt.date:
         seq_path, _ = _s3rec_files(path)
         with open(seq_path, encoding="utf-8") as fh:
             longest = max((len(line.split()) - 1 for line in fh), default=0)
-        return (S3REC_ANCHOR + dt.timedelta(seconds=max(longest - 1, 0))).date()
+        return (S3REC_ANCHOR + S3REC_STEP * max(longest - 1, 0)).date()
     if fmt == "diginetica":
         file = _diginetica_file(path)
         raw = pd.read_csv(file, sep=";", usecols=["timeframe", "eventdate"], dtype=str)
