@@ -122,7 +122,7 @@ class Recommender(ABC):
             json.dumps({"user_ids": [str(u) for u in self.user_ids], "item_ids": [str(i) for i in self.item_ids]})
         )
         with open(out / "arrays.npz", "wb") as fh:
-            np.savez(fh, **self._state())
+            np.savez(fh, **self._state())  # type: ignore[arg-type]
         return out
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def test_schedule_and_params(dagbag) -> None:
 def test_task_chain(dagbag) -> None:
     dag = dagbag.dags["recsys_daily"]
     chain = ["land", "ingest", "validate_raw", "clean", "validate_clean", "features", "split", "validate_features"]
-    for upstream, downstream in zip(chain, chain[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(chain):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     zoo = load_config()["train"]["zoo"]
     for name in zoo:

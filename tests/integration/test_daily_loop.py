@@ -69,7 +69,9 @@ def test_run_ends_with_champion_and_api_answers(first_run, monkeypatch: pytest.M
     assert "recsys_daily summary" in proc.stdout
     champion = json.loads((home / "registry" / "champion.json").read_text())
     assert champion["model_name"] in ("popularity", "bpr")
-    manifest = json.loads((home / "registry" / champion["model_name"] / str(champion["version"]) / "manifest.json").read_text())
+    manifest = json.loads(
+        (home / "registry" / champion["model_name"] / str(champion["version"]) / "manifest.json").read_text()
+    )
     assert manifest["checksum"] == champion["checksum"]
     assert "ndcg@10" in json.dumps(manifest["metrics"])
 
@@ -114,9 +116,7 @@ def test_corrupted_events_fail_at_validation_and_keep_champion(first_run, tmp_pa
         {"user_id": None, "item_id": "i1", "event_type": "view", "ts": ts, "price": 3.0},
         {"user_id": "u1", "item_id": "i2", "event_type": "teleport", "ts": ts, "price": 4.0},
         {"user_id": "u2", "item_id": "i3", "event_type": "purchase", "ts": ts, "price": -12.5},
-    ] + [
-        {"user_id": f"u{n}", "item_id": f"i{n % 7}", "event_type": "view", "ts": ts, "price": 1.0} for n in range(20)
-    ]
+    ] + [{"user_id": f"u{n}", "item_id": f"i{n % 7}", "event_type": "view", "ts": ts, "price": 1.0} for n in range(20)]
     bad = tmp_path / "corrupted.jsonl"
     bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     proc = _pipeline(home, "--format", "events", "--data", str(bad), "--run-date", day.isoformat())
