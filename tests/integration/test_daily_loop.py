@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from core.config import load_config
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.spark]
@@ -68,7 +69,7 @@ def test_run_ends_with_champion_and_api_answers(first_run, monkeypatch: pytest.M
     home, proc = first_run
     assert "recsys_daily summary" in proc.stdout
     champion = json.loads((home / "registry" / "champion.json").read_text())
-    assert champion["model_name"] in ("popularity", "bpr")
+    assert champion["model_name"] in load_config()["train"]["models"]
     manifest = json.loads(
         (home / "registry" / champion["model_name"] / str(champion["version"]) / "manifest.json").read_text()
     )
@@ -122,7 +123,10 @@ def test_corrupted_events_fail_at_validation_and_keep_champion(first_run, tmp_pa
     proc = _pipeline(home, "--format", "events", "--data", str(bad), "--run-date", day.isoformat())
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-4000:]
-    assert "validate_raw" in output
+    assert "validation gate 'raw' failed" in proc.stdout, output[-4000:]
     for named in ("user_id", "event_type", "price"):
         assert named in output, named
     assert pointer.read_bytes() == champion_before
+    reports = home / "lake" / "reports" / day.isoformat()
+    assert not (reports / "clean.json").exists(), "clean ran after a failed raw gate"
+    assert not (reports / "promote.json").exists()
