@@ -163,7 +163,7 @@ def compare_and_promote(
             )
     if wins and not promote:
         reason += " (promotion disabled for this run)"
-    return {
+    decision = {
         "run_date": run_date.isoformat() if isinstance(run_date, dt.date) else str(run_date),
         "metric": metric,
         "margin": margin,
@@ -177,6 +177,8 @@ def compare_and_promote(
         "published": published,
         "reason": reason,
     }
+    decision["comparison_run_id"] = tracking.log_comparison(decision, decision["run_date"], settings)
+    return decision
 
 
 def _run_window(run_id: str) -> dict[str, str | None]:

@@ -24,7 +24,7 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from models.base import UNKNOWN_USER, Recommender
 
 CHAMPION_ALIAS = "champion"
@@ -202,3 +202,62 @@ def save_training_curve(history: Sequence[Mapping[str, float]], path: str | os.P
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+COMPARED_METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10", "coverage@10")
+
+
+def save_comparison_chart(candidates: dict[str, dict[str, Any]], path: str | Path, champion: str | None = None) -> Path:
+    """Grouped bar chart of every candidate's test metrics (one DAG run, same test split)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(candidates)
+    x = np.arange(len(COMPARED_METRICS))
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for n, name in enumerate(names):
+        values = [float(candidates[name].get("metrics", {}).get(m) or 0.0) for m in COMPARED_METRICS]
+        label = f"{name} (champion)" if name == champion else name
+        ax.bar(x + n * width, values, width, label=label)
+    ax.set_xticks(x + width * (len(names) - 1) / 2, COMPARED_METRICS)
+    ax.set_ylabel("test split, full ranking")
+    ax.set_title("model comparison")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def log_comparison(decision: dict[str, Any], run_date: str, settings: Settings | None = None) -> str:
+    """One MLflow run per promotion: every candidate's metrics side by side, the chart and the decision.
+
+    Metrics are logged as ``<model>.<metric>`` so the MLflow UI's table and compare view show which
+    model won and by how much; returns the run id.
+    """
+    import json
+
+    configure(settings or get_settings())
+    candidates = decision.get("candidates", {})
+    with mlflow.start_run(run_name=f"promotion-{run_date}") as run:
+        mlflow.set_tags(
+            {
+                "kind": "promotion",
+                "run_date": run_date,
+                "winner": str(decision.get("winner")),
+                "promoted": str(decision.get("promoted")),
+            }
+        )
+        for name, cand in candidates.items():
+            metrics = {f"{name}.{metric_key(m)}": v for m, v in (cand.get("metrics") or {}).items()}
+            mlflow.log_metrics(finite_metrics(metrics))
+        with tempfile.TemporaryDirectory() as tmp:
+            chart = save_comparison_chart(candidates, Path(tmp) / "model_comparison.png", decision.get("winner"))
+            mlflow.log_artifact(str(chart), artifact_path="plots")
+            (Path(tmp) / "decision.json").write_text(json.dumps(decision, indent=2, default=str))
+            mlflow.log_artifact(str(Path(tmp) / "decision.json"))
+        return run.info.run_id

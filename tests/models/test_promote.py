@@ -55,6 +55,11 @@ def test_promotion_cycle(recsys_home: Path, tmp_path: Path) -> None:
     assert published == [pop | {"metrics": pop["metrics"]}]
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     assert str(client.get_model_version_by_alias(settings.mlflow_registered_model, "champion").version) == "1"
+    comparison = client.get_run(first["comparison_run_id"])
+    assert comparison.data.tags["winner"] == "popularity"
+    assert comparison.data.metrics["popularity.ndcg_10"] == pytest.approx(pop["metrics"]["ndcg@10"])
+    plots = [a.path for a in client.list_artifacts(first["comparison_run_id"], "plots")]
+    assert plots == ["plots/model_comparison.png"]
 
     # a retrained equal model does not beat the champion by the margin; serving already has one
     again = train_model("popularity", day1, "2024-01-03")
