@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from models.base import Recommender
+from models.base import Recommender, top_k
 from models.data import TrainData
 from models.metrics import catalogue_coverage, intra_list_diversity, novelty, ranking_metrics
 
@@ -73,14 +72,6 @@ def score_users(
     return scores
 
 
-def fast_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-k (indices, scores), best first, with ``torch.topk`` (numpy's argpartition
-    degrades badly on the many ties of popularity-like scores)."""
-    k = max(0, min(k, scores.shape[1]))
-    values, idx = torch.topk(torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)), k, dim=1)
-    return idx.numpy().astype(np.int64), values.numpy()
-
-
 def evaluate(
     model: Recommender,
     data: TrainData,
@@ -119,7 +110,7 @@ def evaluate(
             if lengths.sum():
                 rows = np.repeat(np.arange(len(batch)), lengths)
                 scores[rows, np.concatenate(histories).astype(np.int64)] = -np.inf
-        idx, top_scores = fast_top_k(scores, k_max)
+        idx, top_scores = top_k(scores, k_max)
         idx[np.isneginf(top_scores)] = -1
         ranked_parts.append(idx)
     ranked = np.concatenate(ranked_parts) if ranked_parts else np.zeros((0, k_max), dtype=np.int64)
