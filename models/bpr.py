@@ -53,7 +53,8 @@ class BPRRecommender(Recommender):
             "patience": 5,
             "val_users": 5000,
         },
-        "quick": {"dim": 32, "epochs": 8, "batch_size": 2048, "lr": 0.01, "patience": 2, "val_users": 2000},
+        # l2 picked on validation NDCG@10 (simulated shop 0.0512 vs 0.0495 at 1e-5; Beauty 0.0147 vs 0.0130).
+        "quick": {"dim": 32, "epochs": 8, "batch_size": 2048, "lr": 0.01, "l2": 1e-2, "patience": 2, "val_users": 2000},
     }
 
     # ---- training ---------------------------------------------------------------------------
