@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -162,12 +161,9 @@ def _remove(path: Path) -> None:
 
 def write_report(lake: Lake, run_date: dt.date, stage: str, report: Mapping[str, Any]) -> Path:
     """Write a stage's report to ``reports/<run_date>/<stage>.json`` (atomic rename)."""
-    path = lake.report(run_date, stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-    return path
+    from core.reports import write_report as write_stage_report
+
+    return write_stage_report(lake.root, run_date, stage, dict(report))
 
 
 def parse_date(value: str | dt.date) -> dt.date:
