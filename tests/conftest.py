@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -46,6 +47,8 @@ def spark():
     session = get_spark("mercato-tests", master="local[2]", shuffle_partitions=2)
     yield session
     session.stop()
+    # py4j's finalizers log "Closing down clientserver connection" after pytest closed its streams
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture
