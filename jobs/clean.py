@@ -19,9 +19,7 @@ added with null attributes (counted).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,9 +49,8 @@ from jobs.common import (
     SOURCE_SEQ_COL,
     bronze_items_path,
     clean_id,
-    job_parser,
-    lake_root,
     read_days,
+    run_job_main,
     window,
     write_atomic,
     write_report,
@@ -364,14 +361,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.config import load_config
-    from jobs.spark import get_spark
-
-    args = job_parser("Clean bronze events and the catalogue into silver.", default_window=1).parse_args(argv)
-    report = run(lake_root(args.lake), args.run_date, load_config(), get_spark("mercato-clean"), args.window_days)
-    json.dump(report, sys.stdout, indent=2, sort_keys=True)
-    print()
-    return 0
+    return run_job_main(run, "Clean bronze events and the catalogue into silver.", "mercato-clean", 1, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,24 @@ def job_parser(description: str, default_window: int | None) -> argparse.Argumen
         help=f"days up to run-date to process (default: {default_window or 'all'})",
     )
     return parser
+
+
+def run_job_main(
+    run: Callable[..., dict[str, Any]],
+    description: str,
+    app_name: str,
+    default_window: int | None,
+    argv: list[str] | None = None,
+) -> int:
+    """``main()`` of a spark-submit job: parse the common CLI, run the job, print its report as JSON."""
+    from core.config import load_config
+    from jobs.spark import get_spark
+
+    args = job_parser(description, default_window=default_window).parse_args(argv)
+    report = run(lake_root(args.lake), args.run_date, load_config(), get_spark(app_name), args.window_days)
+    json.dump(report, sys.stdout, indent=2, sort_keys=True)
+    print()
+    return 0
 
 
 def lake_root(arg: str | None) -> str:

@@ -15,9 +15,7 @@ in a single rename, so a rerun also removes that date's stale ``split=*`` tables
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,9 +41,8 @@ from jobs.common import (
     ITEM_SCHEMA,
     day_start,
     files_for,
-    job_parser,
-    lake_root,
     read_days,
+    run_job_main,
     window,
     write_report,
 )
@@ -249,14 +246,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.config import load_config
-    from jobs.spark import get_spark
-
-    args = job_parser("Build the gold feature tables of one run date.", default_window=None).parse_args(argv)
-    report = run(lake_root(args.lake), args.run_date, load_config(), get_spark("mercato-features"), args.window_days)
-    json.dump(report, sys.stdout, indent=2, sort_keys=True)
-    print()
-    return 0
+    return run_job_main(run, "Build the gold feature tables of one run date.", "mercato-features", None, argv)
 
 
 if __name__ == "__main__":

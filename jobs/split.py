@@ -17,10 +17,8 @@ The three tables are written to one staging folder first, then each renamed into
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
-import sys
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -28,7 +26,7 @@ from pyspark.sql import functions as F
 
 from core.contract import ITEM_COL, PROTOCOLS, TS_COL, USER_COL
 from core.lake import Lake, commit_path, staging_path
-from jobs.common import files_for, job_parser, lake_root, write_report
+from jobs.common import files_for, run_job_main, write_report
 
 SPLIT_COL = "split"
 SPLITS = ("train", "valid", "test")
@@ -149,14 +147,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.config import load_config
-    from jobs.spark import get_spark
-
-    args = job_parser("Split gold interactions into train/valid/test.", default_window=None).parse_args(argv)
-    report = run(lake_root(args.lake), args.run_date, load_config(), get_spark("mercato-split"), args.window_days)
-    json.dump(report, sys.stdout, indent=2, sort_keys=True)
-    print()
-    return 0
+    return run_job_main(run, "Split gold interactions into train/valid/test.", "mercato-split", None, argv)
 
 
 if __name__ == "__main__":
