@@ -246,8 +246,9 @@ class SASRec(Recommender):
         lengths = np.sort(lengths)
         tokens = torch.from_numpy(pad_left([histories[i] for i in rows], max_len))
         device = next(self.net.parameters()).device
-        self.net.eval()
-        with torch.no_grad():
+        if self.net.training:  # eval() walks every submodule: 0.4 ms a call on the serving hot path
+            self.net.eval()
+        with torch.inference_mode():
             for start in range(0, len(rows), 1024):
                 width = int(lengths[start : start + 1024].max())
                 h = self.net(tokens[start : start + 1024, -width:].to(device))[:, -1, :]

@@ -16,8 +16,9 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Path, Query, Request
@@ -30,9 +31,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.settings import Settings
 from models.registry import ServingRegistry
+from serving.batcher import MicroBatcher
 from serving.events import LandingWriter, check_id, validate_batch
 from serving.metrics import ApiMetrics
-from serving.scorer import Ranking, RankOptions, ScoredItem
+from serving.scorer import Ranking, RankOptions, RecRequest, ScoredItem
 from serving.settings import ServingConfig, serving_settings
 from serving.state import EMPTY, LiveEvent, StateStore, UserState, collapse_repeats, open_state
 from serving.store import LoadedModel, ModelStore
@@ -118,6 +120,15 @@ class ApiError(Exception):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
+
+
+@dataclass(frozen=True)
+class RecJob:
+    """One recommendation request for the micro-batcher; ``live``: read the user's live state first."""
+
+    loaded: LoadedModel
+    request: RecRequest
+    live: bool
 
 
 def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -243,15 +254,51 @@ def create_app(
 
     metrics = ApiMetrics(snapshot)
 
+    def read_states(user_ids: Sequence[str]) -> list[UserState]:
+        if not user_ids:
+            return []
+        try:
+            return user_state.get_many(user_ids)
+        except Exception as exc:
+            metrics.state_errors.labels("read").inc(len(user_ids))
+            log.debug("state read for %d users failed (%s); answering without live state", len(user_ids), exc)
+            return [EMPTY] * len(user_ids)
+
+    def score_batch(jobs: list[RecJob]) -> list[tuple[Ranking, int]]:
+        """Runs on the batcher's thread: live states in one read, then one ``recommend_many`` per model."""
+        states = iter(read_states([j.request.user_id for j in jobs if j.live and j.request.user_id is not None]))
+        requests = []
+        for job in jobs:
+            req = job.request
+            if job.live and req.user_id is not None:
+                live = next(states)
+                req = replace(req, recent_items=collapse_repeats(live.recent), purchased=live.purchased)
+            requests.append(req)
+        out: list[tuple[Ranking, int] | None] = [None] * len(jobs)
+        by_model: dict[int, list[int]] = {}
+        for n, job in enumerate(jobs):  # a swap between two requests of one batch: each keeps its model
+            by_model.setdefault(id(job.loaded), []).append(n)
+        for rows in by_model.values():
+            rankings = jobs[rows[0]].loaded.scorer.recommend_many([requests[n] for n in rows])
+            for n, ranking in zip(rows, rankings, strict=True):
+                out[n] = (ranking, len(requests[n].recent_items))
+        return [o for o in out if o is not None]
+
+    batcher: MicroBatcher[RecJob, tuple[Ranking, int]] = MicroBatcher(
+        score_batch, max_batch=scfg.score_max_batch, name="mercato-scorer", on_batch=metrics.batch_size.observe
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         model_store.refresh()
         if poll:
             model_store.start()
         writer.start()
+        batcher.start()
         try:
             yield
         finally:
+            batcher.close()
             model_store.stop()
             flushed = writer.close()
             log.info("shutdown: flushed %d events to the landing zone (%d in total)", flushed, writer.written)
@@ -262,6 +309,7 @@ def create_app(
     app.state.user_state = user_state
     app.state.landing = writer
     app.state.metrics = metrics
+    app.state.batcher = batcher
     app.state.serving_config = scfg
     app.add_middleware(MetricsMiddleware, metrics=metrics, max_body_bytes=scfg.max_body_bytes)
     install_error_handlers(app, scfg.max_k)
@@ -311,14 +359,6 @@ def create_app(
             diversity=scfg.diversity if diversity is None else diversity,
             diversity_pool=scfg.diversity_pool,
         )
-
-    def read_state(user_id: str) -> UserState:
-        try:
-            return user_state.get(user_id)
-        except Exception as exc:
-            metrics.state_errors.labels("read").inc()
-            log.debug("state read for %r failed (%s); answering without live state", user_id, exc)
-            return EMPTY
 
     def answer(route: str, loaded: LoadedModel, user_id: str | None, ranking: Ranking, live: int) -> RecommendationsOut:
         if ranking.fallback:
@@ -376,7 +416,7 @@ def create_app(
         )
 
     @app.get("/v1/recommendations/{user_id}", response_model=RecommendationsOut, responses=errors)
-    def recommendations(
+    async def recommendations(
         user_id: Annotated[str, Path(min_length=1, max_length=scfg.max_id_length)],
         k: Annotated[int, Query(description=f"number of items, 1..{scfg.max_k}")] = 10,
         exclude: Annotated[ExcludePolicy | None, Query(description="purchased | seen | none")] = None,
@@ -389,13 +429,11 @@ def create_app(
         uid = valid_id("user_id", user_id)
         options = rank_options(exclude, category, min_price, max_price, diversity)
         loaded = require_model()
-        live = read_state(uid)
-        recent = collapse_repeats(live.recent)
-        ranking = loaded.scorer.recommend(uid, k, recent, live.purchased, options)
-        return answer("/v1/recommendations/{user_id}", loaded, uid, ranking, len(recent))
+        ranking, live = await batcher.submit(RecJob(loaded, RecRequest(uid, k, options=options), live=True))
+        return answer("/v1/recommendations/{user_id}", loaded, uid, ranking, live)
 
     @app.post("/v1/recommendations", response_model=RecommendationsOut, responses=errors)
-    def session_recommendations(session: Annotated[SessionIn, Body()]) -> RecommendationsOut:
+    async def session_recommendations(session: Annotated[SessionIn, Body()]) -> RecommendationsOut:
         check_k(session.k)
         for name, ids in (("recent_items", session.recent_items), ("purchased_items", session.purchased_items)):
             if len(ids) > scfg.state_max_recent:
@@ -406,8 +444,9 @@ def create_app(
             session.exclude, session.category, session.min_price, session.max_price, session.diversity
         )
         loaded = require_model()
-        ranking = loaded.scorer.recommend(None, session.k, recent, purchased, options)
-        return answer("/v1/recommendations", loaded, None, ranking, len(recent))
+        request = RecRequest(None, session.k, recent, purchased, options)
+        ranking, live = await batcher.submit(RecJob(loaded, request, live=False))
+        return answer("/v1/recommendations", loaded, None, ranking, live)
 
     @app.get("/v1/items/{item_id}/similar", response_model=SimilarOut, responses={404: {"model": ErrorOut}, **errors})
     def similar_items(

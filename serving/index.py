@@ -4,7 +4,9 @@ A model scores ``user_vector · item_vector + item_bias``. The bias is folded in
 (queries get a trailing ``1``, items their bias as an extra column), so both indexes solve plain
 maximum-inner-product search and return the model's own scores.
 
-* :class:`ExactIndex` — float32 matmul over all items + ``argpartition``; exact, O(n·d) per query.
+* :class:`ExactIndex` — float32 matmul over all items + ``torch.topk``; exact, O(n·d) per query. A
+  batch of queries is one ``items @ queriesᵀ`` GEMM, which reads the item matrix once for the whole
+  batch: 8 queries over 100k items cost about 2× one query, not 8×.
 * :class:`FaissIndex` — faiss inner-product IVF (default) or HNSW. Candidates are re-scored exactly,
   so returned scores are true model scores; ``exclude`` is honoured by over-fetching, and a row the
   ANN cannot fill with ``k`` eligible items is answered by the exact scan (counted in ``exact_fallbacks``).
@@ -20,8 +22,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
-
-from models.base import top_k
+import torch
 
 KINDS = ("auto", "exact", "faiss")
 FAISS_METHODS = ("hnsw", "ivf")
@@ -90,9 +91,19 @@ class ExactIndex:
         self.n_items, self.dim = len(self.items), self.items.shape[1] - 1
         self.batch_size = max(1, int(batch_size))
 
+    def _block(self, q: np.ndarray) -> Any:
+        """Scores (b, n_items) of augmented queries as a torch tensor (a transposed view when b > 1).
+
+        One query: ``torch.mm`` (a GEMV, ~1.5× numpy's ``q @ itemsᵀ`` here); several: numpy's
+        ``items @ qᵀ`` (n, b), the GEMM shape OpenBLAS runs fastest, read through a transposed view.
+        """
+        if len(q) == 1:
+            return torch.mm(torch.from_numpy(q), torch.from_numpy(self.items).T)
+        return torch.from_numpy(self.items @ q.T).T
+
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """All item scores (b, n_items) float32 for raw (un-augmented) queries."""
-        return augment_queries(queries, self.dim) @ self.items.T
+        return np.ascontiguousarray(self._block(augment_queries(queries, self.dim)).numpy())
 
     def search(
         self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
@@ -107,12 +118,13 @@ class ExactIndex:
         out = np.empty((len(q), k), dtype=np.float32)
         for lo in range(0, len(q), self.batch_size):
             hi = min(lo + self.batch_size, len(q))
-            s = q[lo:hi] @ self.items.T
+            s = self._block(q[lo:hi])
             if excl is not None:
                 for row in range(lo, hi):
                     if len(excl[row]):
-                        s[row - lo, excl[row]] = -np.inf
-            idx[lo:hi], out[lo:hi] = top_k(s, k)
+                        s[row - lo, torch.from_numpy(excl[row])] = -np.inf
+            values, best = torch.topk(s, k, dim=1)
+            idx[lo:hi], out[lo:hi] = best.numpy(), values.numpy()
         return idx, out
 
 

@@ -1,6 +1,6 @@
 """Prometheus metrics of one API instance (its own registry, so several apps can live in one process).
 
-Counted on the request path: latency per route template, fallback answers, events accepted and
+Counted on the request path: latency per route template, micro-batch sizes, fallback answers, events accepted and
 rejected (by the field that failed), state errors. Read at scrape time from the live objects: the
 serving model (``mercato_model_info``), swaps and refused swaps, state size, landing counters.
 """
@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 #: Latency buckets in seconds: the API answers in milliseconds, so resolve 0.5 ms .. 2.5 s.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class _LiveCollector(Collector):
@@ -76,5 +77,11 @@ class ApiMetrics:
         )
         self.state_errors = Counter(
             "mercato_state_errors", "Real-time state reads/writes that failed.", ["op"], registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "mercato_score_batch_size",
+            "Recommendation requests scored together by the micro-batcher.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(_LiveCollector(snapshot))

@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -69,6 +69,35 @@ class RankOptions:
     @property
     def filtered(self) -> bool:
         return self.category is not None or self.min_price is not None or self.max_price is not None
+
+
+@dataclass(frozen=True)
+class RecRequest:
+    """One recommendation request: the user (``None``: an anonymous session), ``k``, its live items."""
+
+    user_id: str | None
+    k: int
+    recent_items: tuple[str, ...] = ()
+    purchased: frozenset[str] = frozenset()
+    options: RankOptions = field(default_factory=RankOptions)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A request resolved against the model: user index, history and banned item indices, pool size."""
+
+    user: int | None
+    k: int
+    history: np.ndarray
+    banned: np.ndarray
+    pool: int
+    fallback: bool
+    unknown_recent: int
+    options: RankOptions
+
+    @property
+    def filtered(self) -> bool:
+        return self.options.filtered
 
 
 @dataclass(frozen=True)
@@ -329,46 +358,81 @@ class Scorer:
         The model scores a known user or any user with usable history; otherwise the popularity
         fallback ranks (``fallback=True``).
         """
-        opts = options or RankOptions()
-        recent_idx = self._indices(recent_items)
-        unknown_recent = len(recent_items) - len(recent_idx)
-        user = self.user_index.get(user_id) if user_id is not None else None
+        request = RecRequest(user_id, k, tuple(recent_items), frozenset(purchased), options or RankOptions())
+        return self.recommend_many([request])[0]
+
+    def recommend_many(self, requests: Sequence[RecRequest]) -> list[Ranking]:
+        """:meth:`recommend` for a batch: one user-encoder call and one index search for all of it.
+
+        Each answer is what ``recommend`` gives for that request alone; batching only shares the work
+        (the serving micro-batcher hands this everything queued while the previous batch ran).
+        """
+        plans = [self._plan(r) for r in requests]
+        found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(plans)
+        modelled = []
+        for n, p in enumerate(plans):
+            if p.fallback and self._fallback_scores is not None:
+                found[n] = self._masked_top(self._fallback_scores.copy(), p)
+            else:
+                modelled.append(n)
+        if modelled:
+            users = np.asarray([UNKNOWN_USER if plans[n].user is None else plans[n].user for n in modelled])
+            vectors = np.asarray(
+                self.model.user_vectors(users.astype(np.int64), [plans[n].history for n in modelled]), dtype=np.float32
+            )
+            indexed = [row for row, n in enumerate(modelled) if self.index is not None and not plans[n].filtered]
+            if indexed:
+                pool = max(plans[modelled[row]].pool for row in indexed)
+                exclude = [np.union1d(plans[modelled[row]].banned, self._unavailable) for row in indexed]
+                idx, sc = self.index.search(vectors[indexed], pool, exclude=exclude)  # type: ignore[union-attr]
+                for r, row in enumerate(indexed):
+                    keep = np.isfinite(sc[r])
+                    want = plans[modelled[row]].pool
+                    found[modelled[row]] = (idx[r][keep][:want], sc[r][keep][:want])
+            for row, n in enumerate(modelled):
+                if found[n] is None:
+                    found[n] = self._masked_top(self._all_scores(vectors[row]), plans[n])
+        return [
+            self._finish(p, *f) for p, f in zip(plans, cast(list[tuple[np.ndarray, np.ndarray]], found), strict=True)
+        ]
+
+    def _plan(self, request: RecRequest) -> _Plan:
+        opts = request.options
+        recent_idx = self._indices(request.recent_items)
+        user = self.user_index.get(request.user_id) if request.user_id is not None else None
         train_hist = self.train_history(user) if user is not None else np.zeros(0, dtype=np.int64)
         history = np.concatenate([train_hist, recent_idx])
-        use_fallback = user is None and len(history) == 0
         if opts.exclude == "seen":
-            banned = np.concatenate([history, self._indices(frozenset(purchased))])
+            banned = np.concatenate([history, self._indices(request.purchased)])
         elif opts.exclude == "purchased":
-            banned = self._indices(frozenset(purchased))
+            banned = self._indices(request.purchased)
         else:
             banned = np.zeros(0, dtype=np.int64)
-        pool = k * opts.diversity_pool if opts.diversity > 0 else k
+        return _Plan(
+            user=user,
+            k=request.k,
+            history=history,
+            banned=banned,
+            pool=request.k * opts.diversity_pool if opts.diversity > 0 else request.k,
+            fallback=user is None and len(history) == 0,
+            unknown_recent=len(request.recent_items) - len(recent_idx),
+            options=opts,
+        )
 
-        if use_fallback and self._fallback_scores is not None:
-            scores = self._fallback_scores.copy()
-            scores[banned] = -np.inf
-            scores[~self.catalog.mask(opts)] = -np.inf
-            idx, sc = self._top(scores, pool)
-        else:
-            users = np.asarray([UNKNOWN_USER if user is None else user], dtype=np.int64)
-            u = np.asarray(self.model.user_vectors(users, [history]), dtype=np.float32)[0]
-            if self.index is None or opts.filtered:
-                scores = self._all_scores(u)
-                scores[banned] = -np.inf
-                scores[~self.catalog.mask(opts)] = -np.inf
-                idx, sc = self._top(scores, pool)
-            else:
-                exclude = np.union1d(banned, self._unavailable)
-                found, found_sc = self.index.search(u[None, :], pool, exclude=[exclude])
-                keep = np.isfinite(found_sc[0])
-                idx, sc = found[0][keep], found_sc[0][keep]
+    def _masked_top(self, scores: np.ndarray, plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
+        scores[plan.banned] = -np.inf
+        scores[~self.catalog.mask(plan.options)] = -np.inf
+        return self._top(scores, plan.pool)
+
+    def _finish(self, plan: _Plan, idx: np.ndarray, sc: np.ndarray) -> Ranking:
+        k, opts = plan.k, plan.options
         if opts.diversity > 0 and len(idx) > k:
             order = mmr(sc.astype(np.float64), self.catalog.category[idx], k, opts.diversity)
             idx, sc = idx[order], sc[order]
         idx, sc = idx[:k], sc[:k]
-        reasons = self._reasons(idx, history, use_fallback)
+        reasons = self._reasons(idx, plan.history, plan.fallback)
         items = [ScoredItem(str(self.item_ids[i]), float(s), r) for i, s, r in zip(idx, sc, reasons, strict=True)]
-        return Ranking(items, fallback=use_fallback, unknown_recent=unknown_recent)
+        return Ranking(items, fallback=plan.fallback, unknown_recent=plan.unknown_recent)
 
     def _reasons(self, idx: np.ndarray, history: np.ndarray, popular: bool) -> list[str]:
         """ "because you viewed <item>" (the most similar history item) else "popular in <category>" else "trending"."""

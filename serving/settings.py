@@ -42,6 +42,7 @@ class ServingConfig:
     diversity_pool: int
     index: str
     index_exact_max_items: int
+    score_max_batch: int
     state_max_users: int
     state_max_recent: int
     state_ttl_seconds: int
@@ -66,6 +67,7 @@ class ServingConfig:
                 diversity_pool=int(section["diversity_pool"]),
                 index=str(section["index"]),
                 index_exact_max_items=int(section["index_exact_max_items"]),
+                score_max_batch=int(section["score_max_batch"]),
                 state_max_users=int(section["state_max_users"]),
                 state_max_recent=int(section["state_max_recent"]),
                 state_ttl_seconds=int(section["state_ttl_seconds"]),
@@ -88,6 +90,7 @@ class ServingConfig:
             "max_body_bytes": self.max_body_bytes,
             "diversity_pool": self.diversity_pool,
             "index_exact_max_items": self.index_exact_max_items,
+            "score_max_batch": self.score_max_batch,
             "state_max_users": self.state_max_users,
             "state_max_recent": self.state_max_recent,
             "state_ttl_seconds": self.state_ttl_seconds,

@@ -4,7 +4,7 @@ Two stores behind one interface, chosen by ``RECSYS_STATE_URI``:
 
 * ``memory://?max_users=N`` — a bounded in-process LRU (default size ``[serving] state_max_users``);
   one replica only, lost on restart.
-* ``redis://host:port/db?prefix=P`` — shared by every replica. Per user ``P:u:<id>:recent`` (a list
+* ``redis://host:port/db?prefix=P`` — shared by every replica (a batch of reads is one pipelined round trip). Per user ``P:u:<id>:recent`` (a list
   trimmed to ``state_max_recent``) and ``P:u:<id>:purchased`` (a sorted set by time, trimmed the same
   way), both expiring ``state_ttl_seconds`` after the user's last event; ``P:users`` (a sorted set of
   last-event times) answers the state size.
@@ -65,6 +65,10 @@ class StateStore(Protocol):
 
     def get(self, user_id: str) -> UserState: ...
 
+    def get_many(self, user_ids: Sequence[str]) -> list[UserState]:
+        """``get`` for several users in one go (one lock, one Redis round trip)."""
+        ...
+
     def size(self) -> int:
         """Users currently held."""
         ...
@@ -118,15 +122,23 @@ class MemoryState:
                 self.evicted += 1
 
     def get(self, user_id: str) -> UserState:
+        return self.get_many([user_id])[0]
+
+    def get_many(self, user_ids: Sequence[str]) -> list[UserState]:
+        now = time.monotonic()
+        out = []
         with self._lock:
-            entry = self._users.get(user_id)
-            if entry is None:
-                return EMPTY
-            if time.monotonic() - entry.touched > self.ttl_seconds:
-                del self._users[user_id]
-                return EMPTY
-            self._users.move_to_end(user_id)
-            return UserState(tuple(entry.recent), frozenset(entry.purchased))
+            for user_id in user_ids:
+                entry = self._users.get(user_id)
+                if entry is None:
+                    out.append(EMPTY)
+                elif now - entry.touched > self.ttl_seconds:
+                    del self._users[user_id]
+                    out.append(EMPTY)
+                else:
+                    self._users.move_to_end(user_id)
+                    out.append(UserState(tuple(entry.recent), frozenset(entry.purchased)))
+        return out
 
     def size(self) -> int:
         return len(self._users)
@@ -172,11 +184,17 @@ class RedisState:
         pipe.execute()
 
     def get(self, user_id: str) -> UserState:
+        return self.get_many([user_id])[0]
+
+    def get_many(self, user_ids: Sequence[str]) -> list[UserState]:
+        if not user_ids:
+            return []
         pipe = self.client.pipeline(transaction=False)
-        pipe.lrange(self._key(user_id, "recent"), 0, -1)
-        pipe.zrange(self._key(user_id, "purchased"), 0, -1)
-        recent, purchased = pipe.execute()
-        return UserState(tuple(recent), frozenset(purchased))
+        for user_id in user_ids:
+            pipe.lrange(self._key(user_id, "recent"), 0, -1)
+            pipe.zrange(self._key(user_id, "purchased"), 0, -1)
+        got = pipe.execute()
+        return [UserState(tuple(got[2 * n]), frozenset(got[2 * n + 1])) for n in range(len(user_ids))]
 
     def size(self) -> int:
         users = f"{self.prefix}:users"

@@ -65,6 +65,19 @@ def test_user_vector_follows_the_latest_event(fitted: tuple[SASRec, list[dict[st
     assert np.all(model.user_vectors(np.array([-1]), [np.array([], dtype=np.int64)]) == 0)
 
 
+def test_batched_user_vectors_equal_one_at_a_time(fitted: tuple[SASRec, list[dict[str, float]]]) -> None:
+    """The serving micro-batcher encodes concurrent users together: padding a short history to the
+    batch's longest must not change its vector."""
+    model, _ = fitted
+    rng = np.random.default_rng(0)
+    n_items = len(model.item_ids)
+    histories = [rng.integers(0, n_items, size=n) for n in (1, 14, 3, 0, 7, 2)]
+    users = np.full(len(histories), -1)
+    batched = model.user_vectors(users, histories)
+    for row, hist in enumerate(histories):
+        np.testing.assert_allclose(batched[row], model.user_vectors(users[:1], [hist])[0], rtol=1e-4, atol=1e-5)
+
+
 def test_export_load_same_top_k(fitted: tuple[SASRec, list[dict[str, float]]], tmp_path: Path) -> None:
     model, _ = fitted
     assert_export_roundtrip(model, planted_data(), tmp_path)

@@ -1,9 +1,14 @@
-"""A real, small trained BPR model over two item clusters, exported with fallback/history/items files."""
+"""A real, small trained BPR model over two item clusters, exported with fallback/history/items files;
+and the API served by real uvicorn in a thread."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +84,25 @@ def export_bpr(out: Path) -> Path:
 
 def settings_for(home: Path, registry: Path, state_uri: str = "memory://") -> Settings:
     return Settings(home=home, registry_uri=str(registry), lake_uri=str(home / "lake"), state_uri=state_uri)
+
+
+@contextmanager
+def served(app: object) -> Iterator[str]:
+    """Serve ``app`` with uvicorn (lifespan on) in a thread of this process; yields its base URL."""
+    import uvicorn
+
+    from tests.services import free_ports
+
+    (port,) = free_ports(1)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

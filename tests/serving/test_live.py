@@ -262,6 +262,7 @@ def test_memory_state_is_a_bounded_lru_with_ttl() -> None:
     state.record([LiveEvent("u3", "i1", "view")])
     assert state.size() == 2 and state.evicted == 1
     assert state.get("u2").recent == (), "u2 was least recently active"
+    assert [s.recent for s in state.get_many(["u3", "u2", "u1"])] == [("i1",), (), ("i3", "i4", "i9")]
     short = MemoryState(max_users=5, max_recent=3, ttl_seconds=0.05)
     short.record([LiveEvent("u", "i", "view")])
     time.sleep(0.1)
@@ -290,5 +291,8 @@ def test_two_replicas_share_redis_state(tmp_path: Path, registry_dir: Path, redi
             assert item not in ids(body) and body["live_items"] == n + 1
         state = two.state.user_state
         assert state.size() == 1
+        shared, nobody = state.get_many(["shared", "nobody"])  # one pipelined round trip
+        assert shared.recent == tuple(f"b{n}" for n in range(10)) and shared.purchased == set(shared.recent)
+        assert nobody.recent == () and state.get_many([]) == []
         assert 0 < state.client.ttl(state._key("shared", "recent")) <= 120
         assert "mercato_state_users 1.0" in c2.get("/metrics").text

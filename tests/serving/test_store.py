@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.base import Recommender
 from models.registry import ServingRegistry
-from serving.scorer import Fallback, RankOptions, Scorer
+from serving.scorer import Fallback, RankOptions, RecRequest, Scorer
 from serving.store import ModelStore
 from tests.models.test_registry import export_toy, make_toy
 from tests.services import S3Server, s3_env, s3_server  # noqa: F401
@@ -150,6 +151,34 @@ def test_scorer_history_file_excludes_train_items(tmp_path: Path) -> None:
     got = [it.item_id for it in scorer.recommend("u0", 8).items]
     assert len(got) == 6 and not {f"i{i}" for i in best} & set(got)
     assert len(scorer.recommend("u1", 8).items) == 8
+
+
+def test_batched_rankings_equal_one_request_at_a_time(bpr_artifact: Path) -> None:
+    """``recommend_many`` (what the micro-batcher calls) shares the encoder and index search across a
+    mixed batch; each answer must be the one that request gets alone."""
+    scorer = Scorer.from_artifact(Recommender.load(bpr_artifact), bpr_artifact)
+    requests = [
+        RecRequest("ua0", 5),
+        RecRequest("ub1", 8, recent_items=("a1", "a2"), purchased=frozenset({"a3"})),
+        RecRequest(None, 4, recent_items=("b2", "b3")),
+        RecRequest("stranger", 6),  # popularity fallback
+        RecRequest("ua2", 5, options=RankOptions(category="beta")),  # filtered: masked scan
+        RecRequest("ub3", 4, options=RankOptions(diversity=0.7, diversity_pool=5)),  # larger pool, MMR
+        RecRequest("ua4", 24, options=RankOptions(exclude="none")),
+        RecRequest("ua0", 5, recent_items=("zz-unknown",)),
+    ]
+    batched = scorer.recommend_many(requests)
+    assert len(batched) == len(requests)
+    for req, got in zip(requests, batched, strict=True):
+        alone = scorer.recommend(req.user_id, req.k, req.recent_items, req.purchased, req.options)
+        assert [it.item_id for it in got.items] == [it.item_id for it in alone.items], req
+        assert [it.score for it in got.items] == pytest.approx([it.score for it in alone.items], rel=1e-5, abs=1e-6)
+        assert [it.reason for it in got.items] == [it.reason for it in alone.items]
+        assert (got.fallback, got.unknown_recent) == (alone.fallback, alone.unknown_recent)
+    assert batched[3].fallback and not batched[0].fallback and batched[7].unknown_recent == 1
+    assert {it.item_id[0] for it in batched[4].items} == {"b"}
+    assert len(batched[6].items) == 23  # every available item: nothing excluded
+    assert scorer.recommend_many([]) == []
 
 
 def test_fallback_accepts_pairs_and_categories() -> None:
