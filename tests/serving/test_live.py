@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -19,7 +20,7 @@ from core.lake import Lake
 from models.registry import ServingRegistry
 from serving.app import create_app
 from serving.state import LiveEvent, MemoryState, open_state
-from tests.serving.clusters import UNAVAILABLE, cluster_items, settings_for
+from tests.serving.clusters import UNAVAILABLE, cluster_items, served, settings_for
 
 
 def live_cfg(**serving: object) -> dict:
@@ -192,6 +193,29 @@ def test_event_validation_names_index_and_field(client: TestClient) -> None:
     assert client.get("/v1/recommendations/" + "y" * 300).status_code == 422
     control = client.get("/v1/recommendations/a%00b")
     assert control.status_code == 422 and "user_id" in control.json()["error"]
+
+
+@pytest.mark.integration
+def test_streamed_body_over_the_limit_is_refused(tmp_path: Path, registry_dir: Path) -> None:
+    """A chunked body carries no Content-Length: it is read up to max_body_bytes and refused past it."""
+    app = create_app(settings_for(tmp_path / "home", registry_dir), cfg=live_cfg(max_body_bytes=4096), poll=False)
+    event = b'{"user_id": "streamer", "item_id": "a1", "event_type": "view"}'
+
+    def chunks(n: int) -> Iterator[bytes]:
+        yield b'{"events": ['
+        for i in range(n):
+            yield event + (b"," if i < n - 1 else b"")
+        yield b"]}"
+
+    json_type = {"content-type": "application/json"}
+    with served(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        big = http.post("/v1/events", content=chunks(200), headers=json_type)
+        assert big.request.headers.get("transfer-encoding") == "chunked" and "content-length" not in big.request.headers
+        assert big.status_code == 413 and "4096-byte limit" in big.json()["error"]
+        small = http.post("/v1/events", content=chunks(3), headers=json_type)
+        assert small.status_code == 202 and small.json()["accepted"] == 3
+        assert http.get("/v1/recommendations/streamer").json()["live_items"] == 1  # a1 three times collapses
+    assert app.state.landing.written + app.state.landing.pending == 3, "only the small batch was accepted"
 
 
 def test_landing_micro_batches_and_graceful_shutdown(tmp_path: Path, registry_dir: Path) -> None:
