@@ -6,8 +6,8 @@ runs them through ``handle`` as one batch: one user-state read, one user-encoder
 item-index search for the lot (``Scorer.recommend_many``). Nothing waits for a batch to fill: an idle
 worker starts on a lone job at once, so one connection sees single-request latency, and under load the
 jobs that arrive while a batch runs form the next one. On two cores this took 8 connections from
-~150 to ~440 req/s and p99 from 98 to 27 ms (``python -m bench.serving_load``); it also keeps the scoring off the event loop
-and stops eight threadpool threads fighting over the GIL and the BLAS.
+~150 to ~440 req/s and their p99 from 98 to 27 ms (``python -m bench.serving_load``); it also keeps
+the scoring off the event loop and stops eight threadpool threads fighting over the GIL and the BLAS.
 
 ``handle`` returns one result per job, or an exception in a job's place; an exception raised by
 ``handle`` itself is retried job by job so that one bad job fails only its own request.
