@@ -51,6 +51,7 @@ test: venv lint typecheck
 bench: venv
 	$(PY) -m bench.quality --profile quick
 	$(PY) -m bench.train_speed
+	$(PY) -m bench.serving_load
 
 ui-mlflow: venv
 	$(PY) -m jobs.pipeline --print-env > /dev/null
