@@ -56,6 +56,10 @@ class ContentBased(Recommender):
     """User profile (recency-weighted mean of item TF-IDF vectors) · item TF-IDF vector + popularity bias."""
 
     name = "content"
+    # Confirmed on *validation* NDCG@10 (fit on train, ranked against the valid targets): over
+    # recency_decay {0.5, 0.8, 0.95, 1}, popularity_exponent {0, 0.25, 0.5, 1} and popularity_weight
+    # {0, 0.01, 0.1}, these give the widest worst-case lift over popularity on the simulated shop and
+    # Amazon Beauty (1.13×; popularity_weight does not matter at exponent 1).
     defaults = {
         "full": {"recency_decay": 1.0, "popularity_exponent": 1.0, "popularity_weight": 0.01},
         "quick": {},
