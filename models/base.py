@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 
 from models.data import TrainData
 
@@ -68,8 +69,8 @@ class Recommender(ABC):
         saw), ``histories`` their recent item indices, oldest first. Returns (len(users), dim)."""
 
     @abstractmethod
-    def item_matrix(self) -> np.ndarray:
-        """Item side, (n_items, dim)."""
+    def item_matrix(self) -> np.ndarray | sp.csr_matrix:
+        """Item side, (n_items, dim): dense, or sparse where the item side is (neighbourhood models)."""
 
     def item_bias(self) -> np.ndarray | None:
         return None
@@ -77,7 +78,11 @@ class Recommender(ABC):
     def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Scores over all items, (len(users), n_items), float32."""
         u = np.asarray(self.user_vectors(np.asarray(users), histories), dtype=np.float32)
-        s = u @ np.asarray(self.item_matrix(), dtype=np.float32).T
+        items = self.item_matrix()
+        if sp.issparse(items):
+            s = np.asarray((sp.csr_matrix(items, dtype=np.float32) @ u.T).T, dtype=np.float32)
+        else:
+            s = u @ np.asarray(items, dtype=np.float32).T
         b = self.item_bias()
         if b is not None:
             s += b[None, :].astype(np.float32)

@@ -154,9 +154,9 @@ class ItemKNN(Recommender):
         h = history_matrix(histories, self.sim.shape[0], float(self.params["recency_decay"]))
         return np.asarray(h.todense(), dtype=np.float32)
 
-    def item_matrix(self) -> np.ndarray:
-        """Dense (n_items, n_items) = similarity transposed: O(n_items²) memory, prefer ``score``."""
-        return np.asarray(self.sim.T.todense(), dtype=np.float32)
+    def item_matrix(self) -> sp.csr_matrix:
+        """Sparse (n_items, n_items) = similarity transposed (``neighbours`` per item, not n_items²)."""
+        return sp.csr_matrix(self.sim.T, dtype=np.float32)
 
     def _state(self) -> dict[str, np.ndarray]:
         return _csr_state("sim", self.sim)
@@ -200,9 +200,9 @@ class UserKNN(Recommender):
     def user_vectors(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
         return np.asarray(self.neighbours(users, histories).todense(), dtype=np.float32)
 
-    def item_matrix(self) -> np.ndarray:
-        """Dense (n_items, n_train_users) = interactions transposed: large, prefer ``score``."""
-        return np.asarray(self.x.T.todense(), dtype=np.float32)
+    def item_matrix(self) -> sp.csr_matrix:
+        """Sparse (n_items, n_train_users) = interactions transposed."""
+        return sp.csr_matrix(self.x.T, dtype=np.float32)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {**_csr_state("x", self.x), "norms": self.norms}

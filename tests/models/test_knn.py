@@ -12,6 +12,7 @@ from models.base import Recommender, get_model_class
 from models.data import ItemFeatures, TrainData
 from models.evaluate import evaluate
 from models.knn import ItemKNN, UserKNN, history_matrix, keep_top_n
+from serving.scorer import RankOptions, Scorer
 
 N_GROUPS, PER_GROUP, N_USERS, SEQ_LEN = 4, 10, 120, 7
 
@@ -104,8 +105,25 @@ def test_item_knn_dense_scorer_matches_sparse() -> None:
     model = ItemKNN(profile="quick").fit(data)
     users = np.arange(5)
     hists = [data.sequences[u] for u in users]
-    dense = model.user_vectors(users, hists) @ model.item_matrix().T
+    items = model.item_matrix()
+    assert sp.issparse(items) and items.nnz == model.sim.nnz, "the served item side stays sparse"
+    dense = model.user_vectors(users, hists) @ items.toarray().T
     np.testing.assert_allclose(model.score(users, hists), dense, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Recommender.score(model, users, hists), dense, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("klass", [ItemKNN, UserKNN])
+def test_knn_serves_from_its_sparse_item_side(klass: type[Recommender]) -> None:
+    """The serving scorer keeps the sparse item side (no n_items² dense copy) and ranks as the model does."""
+    data = planted_data()
+    model = klass(profile="quick").fit(data)
+    scorer = Scorer(model)
+    assert scorer._sparse and sp.issparse(scorer._items) and sp.issparse(scorer._normed)
+    for u in range(6):
+        user_id = str(model.user_ids[u])
+        want, _ = model.recommend(np.array([u]), [np.zeros(0, dtype=np.int64)], k=5, exclude_seen=False)
+        got = scorer.recommend(user_id, 5, options=RankOptions(exclude="none"))
+        assert [it.item_id for it in got.items] == [str(model.item_ids[i]) for i in want[0]]
 
 
 def test_user_knn_finds_group_and_roundtrips(tmp_path: Path) -> None:
@@ -125,7 +143,7 @@ def test_user_knn_dense_scorer_matches_sparse() -> None:
     model = UserKNN(profile="quick").fit(data)
     users = np.array([2, -1])
     hists = [data.sequences[2], data.sequences[3]]
-    dense = model.user_vectors(users, hists) @ model.item_matrix().T
+    dense = model.user_vectors(users, hists) @ model.item_matrix().toarray().T
     np.testing.assert_allclose(model.score(users, hists), dense, rtol=1e-5, atol=1e-6)
 
 
