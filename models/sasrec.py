@@ -9,12 +9,9 @@ recent items, item matrix = item embeddings; a new event changes the next reques
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +19,15 @@ from torch import nn
 
 from models.base import EpochCallback, Recommender, register
 from models.data import TrainData
-from models.torch_utils import pick_device, progress, seed_everything
+from models.torch_utils import (
+    EarlyStopping,
+    autocast_context,
+    pick_device,
+    progress,
+    seed_everything,
+    validation_ndcg,
+    validation_users,
+)
 
 #: Batches per shuffled pool that length bucketing sorts within (bigger: tighter lengths, less randomness).
 BUCKET_POOL_BATCHES = 50
@@ -36,58 +41,6 @@ def pad_left(seqs: Sequence[np.ndarray], max_len: int, shift: int = 1) -> np.nda
         if len(tail):
             out[row, max_len - len(tail) :] = tail + shift
     return out
-
-
-# ---- training helpers shared by the torch models (sasrec, two_tower) ------------------------------
-def autocast_context(device: torch.device) -> Any:
-    """Mixed precision (bf16 autocast) on CUDA; a no-op context on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-class EarlyStopping:
-    """Track the best validation score and a copy of the weights that reached it."""
-
-    def __init__(self, patience: int) -> None:
-        self.patience = patience
-        self.best = -math.inf
-        self.best_epoch = 0
-        self.bad_epochs = 0
-        self.best_state: dict[str, torch.Tensor] | None = None
-
-    def update(self, score: float, epoch: int, module: nn.Module) -> None:
-        if score > self.best:
-            self.best, self.best_epoch, self.bad_epochs = score, epoch, 0
-            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in module.state_dict().items()})
-        else:
-            self.bad_epochs += 1
-
-    @property
-    def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
-
-    def restore(self, module: nn.Module) -> None:
-        """Load the best weights back (no-op when no validation score was recorded)."""
-        if self.best_state is not None:
-            module.load_state_dict(self.best_state)
-
-
-def validation_users(data: TrainData, n_users: int, seed: int) -> np.ndarray | None:
-    """A seeded sample of at most ``n_users`` validation users for early stopping (None: no valid split)."""
-    if not data.valid or n_users <= 0:
-        return None
-    users = np.array(sorted(data.valid), dtype=np.int64)
-    if len(users) <= n_users:
-        return users
-    return np.sort(np.random.default_rng(seed).choice(users, size=n_users, replace=False))
-
-
-def validation_ndcg(model: Recommender, data: TrainData, users: np.ndarray) -> float:
-    """NDCG@10 on ``data.valid`` for ``users`` with the project's evaluator (full ranking, train excluded)."""
-    from models.evaluate import evaluate
-
-    return float(evaluate(model, data, split="valid", ks=(10,), users=users)["ndcg@10"])
 
 
 def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:

@@ -22,8 +22,16 @@ from torch import nn
 
 from models.base import EpochCallback, Recommender, register
 from models.data import ItemFeatures, TrainData
-from models.sasrec import EarlyStopping, autocast_context, pad_left, validation_ndcg, validation_users
-from models.torch_utils import pick_device, progress, seed_everything
+from models.sasrec import pad_left
+from models.torch_utils import (
+    EarlyStopping,
+    autocast_context,
+    pick_device,
+    progress,
+    seed_everything,
+    validation_ndcg,
+    validation_users,
+)
 
 
 class ItemTower(nn.Module):
