@@ -124,11 +124,10 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class RecJob:
-    """One recommendation request for the micro-batcher; ``live``: read the user's live state first."""
+    """One recommendation request for the micro-batcher; a user's (``user_id`` set) reads the live state first."""
 
     loaded: LoadedModel
     request: RecRequest
-    live: bool
 
 
 def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -311,15 +310,15 @@ def create_app(
 
     def score_batch(jobs: list[RecJob]) -> list[tuple[Ranking, int]]:
         """Runs on the batcher's thread: live states in one read, then one ``recommend_many`` per model."""
-        states = iter(read_states([j.request.user_id for j in jobs if j.live and j.request.user_id is not None]))
+        states = iter(read_states([j.request.user_id for j in jobs if j.request.user_id is not None]))
         requests = []
         for job in jobs:
             req = job.request
-            if job.live and req.user_id is not None:
+            if req.user_id is not None:
                 live = next(states)
                 req = replace(req, recent_items=collapse_repeats(live.recent), purchased=live.purchased)
             requests.append(req)
-        out: list[tuple[Ranking, int] | None] = [None] * len(jobs)
+        out: dict[int, tuple[Ranking, int]] = {}
         by_model: dict[int, list[int]] = {}
         for n, job in enumerate(jobs):  # a swap between two requests of one batch: each keeps its model
             by_model.setdefault(id(job.loaded), []).append(n)
@@ -327,7 +326,7 @@ def create_app(
             rankings = jobs[rows[0]].loaded.scorer.recommend_many([requests[n] for n in rows])
             for n, ranking in zip(rows, rankings, strict=True):
                 out[n] = (ranking, len(requests[n].recent_items))
-        return [o for o in out if o is not None]
+        return [out[n] for n in range(len(jobs))]
 
     batcher: MicroBatcher[RecJob, tuple[Ranking, int]] = MicroBatcher(
         score_batch, max_batch=scfg.score_max_batch, name="mercato-scorer", on_batch=metrics.batch_size.observe
@@ -474,7 +473,7 @@ def create_app(
         uid = valid_id("user_id", user_id)
         options = rank_options(exclude, category, min_price, max_price, diversity)
         loaded = require_model()
-        ranking, live = await batcher.submit(RecJob(loaded, RecRequest(uid, k, options=options), live=True))
+        ranking, live = await batcher.submit(RecJob(loaded, RecRequest(uid, k, options=options)))
         return answer("/v1/recommendations/{user_id}", loaded, uid, ranking, live)
 
     @app.post("/v1/recommendations", response_model=RecommendationsOut, responses=errors)
@@ -490,7 +489,7 @@ def create_app(
         )
         loaded = require_model()
         request = RecRequest(None, session.k, recent, purchased, options)
-        ranking, live = await batcher.submit(RecJob(loaded, request, live=False))
+        ranking, live = await batcher.submit(RecJob(loaded, request))
         return answer("/v1/recommendations", loaded, None, ranking, live)
 
     @app.get("/v1/items/{item_id}/similar", response_model=SimilarOut, responses={404: {"model": ErrorOut}, **errors})

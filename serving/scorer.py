@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -94,10 +94,6 @@ class _Plan:
     fallback: bool
     unknown_recent: int
     options: RankOptions
-
-    @property
-    def filtered(self) -> bool:
-        return self.options.filtered
 
 
 @dataclass(frozen=True)
@@ -368,7 +364,7 @@ class Scorer:
         (the serving micro-batcher hands this everything queued while the previous batch ran).
         """
         plans = [self._plan(r) for r in requests]
-        found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(plans)
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         modelled = []
         for n, p in enumerate(plans):
             if p.fallback and self._fallback_scores is not None:
@@ -376,25 +372,22 @@ class Scorer:
             else:
                 modelled.append(n)
         if modelled:
-            users = np.asarray([UNKNOWN_USER if plans[n].user is None else plans[n].user for n in modelled])
-            vectors = np.asarray(
-                self.model.user_vectors(users.astype(np.int64), [plans[n].history for n in modelled]), dtype=np.float32
-            )
-            indexed = [row for row, n in enumerate(modelled) if self.index is not None and not plans[n].filtered]
-            if indexed:
+            users = np.asarray([UNKNOWN_USER if plans[n].user is None else plans[n].user for n in modelled], np.int64)
+            vectors = np.asarray(self.model.user_vectors(users, [plans[n].history for n in modelled]), np.float32)
+            index = self.index
+            indexed = [row for row, n in enumerate(modelled) if index is not None and not plans[n].options.filtered]
+            if index is not None and indexed:
                 pool = max(plans[modelled[row]].pool for row in indexed)
                 exclude = [np.union1d(plans[modelled[row]].banned, self._unavailable) for row in indexed]
-                idx, sc = self.index.search(vectors[indexed], pool, exclude=exclude)  # type: ignore[union-attr]
+                idx, sc = index.search(vectors[indexed], pool, exclude=exclude)
                 for r, row in enumerate(indexed):
                     keep = np.isfinite(sc[r])
                     want = plans[modelled[row]].pool
                     found[modelled[row]] = (idx[r][keep][:want], sc[r][keep][:want])
             for row, n in enumerate(modelled):
-                if found[n] is None:
+                if n not in found:
                     found[n] = self._masked_top(self._all_scores(vectors[row]), plans[n])
-        return [
-            self._finish(p, *f) for p, f in zip(plans, cast(list[tuple[np.ndarray, np.ndarray]], found), strict=True)
-        ]
+        return [self._finish(p, *found[n]) for n, p in enumerate(plans)]
 
     def _plan(self, request: RecRequest) -> _Plan:
         opts = request.options
