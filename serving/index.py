@@ -75,6 +75,14 @@ def _check_exclude(exclude: Sequence[np.ndarray] | None, batch: int) -> list[np.
     return [np.asarray(e, dtype=np.int64).ravel() for e in exclude]
 
 
+def _prepare(
+    queries: np.ndarray, dim: int, k: int, n_items: int, exclude: Sequence[np.ndarray] | None
+) -> tuple[np.ndarray, list[np.ndarray] | None, int]:
+    """What both indexes' ``search`` start from: augmented queries, checked exclusions, ``k`` clamped to the catalogue."""
+    q = augment_queries(queries, dim)
+    return q, _check_exclude(exclude, len(q)), max(0, min(int(k), n_items))
+
+
 def _empty(batch: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((batch, 0), dtype=np.int64), np.zeros((batch, 0), dtype=np.float32)
 
@@ -90,6 +98,14 @@ class ExactIndex:
         self.items = augment_items(item_matrix, item_bias)
         self.n_items, self.dim = len(self.items), self.items.shape[1] - 1
         self.batch_size = max(1, int(batch_size))
+
+    @classmethod
+    def over_augmented(cls, items: np.ndarray, batch_size: int = DEFAULT_EXACT_BATCH) -> ExactIndex:
+        """An exact index sharing (not copying) another index's augmented ``(n, d + 1)`` item array."""
+        index = cls.__new__(cls)
+        index.items, index.n_items, index.dim = items, len(items), items.shape[1] - 1
+        index.batch_size = max(1, int(batch_size))
+        return index
 
     def _block(self, q: np.ndarray) -> Any:
         """Scores (b, n_items) of augmented queries as a torch tensor (a transposed view when b > 1).
@@ -109,9 +125,7 @@ class ExactIndex:
         self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k``; excluded items score ``-inf`` and appear only when fewer than ``k`` remain."""
-        q = augment_queries(queries, self.dim)
-        excl = _check_exclude(exclude, len(q))
-        k = max(0, min(int(k), self.n_items))
+        q, excl, k = _prepare(queries, self.dim, k, self.n_items, exclude)
         if k == 0:
             return _empty(len(q))
         idx = np.empty((len(q), k), dtype=np.int64)
@@ -226,9 +240,7 @@ class FaissIndex:
         self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-``k`` with exact scores; rows the ANN cannot fill fall back to the exact scan."""
-        q = augment_queries(queries, self.dim)
-        excl = _check_exclude(exclude, len(q))
-        k = max(0, min(int(k), self.n_items))
+        q, excl, k = _prepare(queries, self.dim, k, self.n_items, exclude)
         if k == 0:
             return _empty(len(q))
         extra = max((len(e) for e in excl), default=0) if excl is not None else 0
@@ -252,9 +264,7 @@ class FaissIndex:
             with self._lock:
                 self.exact_fallbacks += len(short)
                 if self._exact is None:
-                    self._exact = ExactIndex.__new__(ExactIndex)
-                    self._exact.items, self._exact.n_items, self._exact.dim = self.items, self.n_items, self.dim
-                    self._exact.batch_size = DEFAULT_EXACT_BATCH
+                    self._exact = ExactIndex.over_augmented(self.items)
             rows = np.asarray(short)
             sub_excl = [excl[r] for r in short] if excl is not None else None
             idx[rows], out[rows] = self._exact.search(q[rows, :-1], k, sub_excl)
