@@ -17,6 +17,7 @@ import yaml
 
 from core.settings import Settings
 from tests.conftest import PROJECT_ROOT
+from tests.services import stop_process
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 VENV_BIN = Path(sys.executable).parent
@@ -140,12 +141,7 @@ def test_spark_standalone_cluster_runs_a_job(tmp_path: Path) -> None:
         assert f"MASTER spark://127.0.0.1:{port}" in out.stdout
     finally:
         for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, timeout=20)
 
 
 @pytest.mark.services
@@ -189,8 +185,4 @@ def test_mlflow_server_command_serves_the_tracking_api(tmp_path: Path) -> None:
         assert resp.status_code == 200, resp.text
         assert any(e["name"] == "Default" for e in resp.json()["experiments"])
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=20)
