@@ -3,7 +3,7 @@
 ``python -m bench.quality [--data ../shared/data/amazon-beauty --format s3rec] [--profile full] [--models a,b]``
 
 Loads and splits the data once, trains each model with the same defaults the CLI uses, evaluates
-with ``models.evaluate`` (full ranking, seen items excluded) and prints a markdown table; the
+with ``evaluation.evaluate`` (full ranking, seen items excluded) and prints a markdown table; the
 published rows are read from the dataset folder's README table (``../shared/data/README.md``).
 """
 
@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.config import load_config
+from core.config import PROFILES, load_config
 from core.contract import FORMATS, PROTOCOLS
+from evaluation.data import TrainData
 from models.base import available_models, get_model_class
-from models.data import TrainData
-from models.offline import PROFILES, load_dataset
+from training.offline import load_dataset
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 COLUMNS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10", "coverage@10")
@@ -51,7 +51,7 @@ def published_table(readme: Path, dataset: str) -> list[dict[str, str]]:
 
 def run_all(data: TrainData, names: list[str], profile: str, seed: int, device: str) -> list[dict[str, Any]]:
     """Train and evaluate each model on ``data``; one result dict per model (progress on stderr)."""
-    from models.evaluate import evaluate
+    from evaluation.evaluate import evaluate
 
     results = []
     for name in names:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         args.data = str(SHARED_DATA / "amazon-beauty")
     events, items = load_dataset(args.format, args.data)
     data = TrainData.from_events(events, items, protocol=args.protocol, cfg=cfg)
-    results = run_all(data, names, args.profile, int(cfg["train"]["seed"]), args.device)
+    results = run_all(data, names, args.profile, cfg.train.seed, args.device)
     readme = Path(args.data).parent / "README.md" if args.data else SHARED_DATA / "README.md"
     dataset = Path(args.data).name if args.data else ""
     print(

@@ -1,8 +1,8 @@
 """Serving load benchmark: the real scoring API against a naive baseline, measured in the same run.
 
 1. Builds a synthetic catalogue (``--items``, 100k by default) and clustered user sessions, trains the
-   sequential model (SASRec, quick profile, ``--epochs`` 1) and exports it with ``fallback.json`` and
-   ``history.npz``; publishes it to a temp registry and sets it champion.
+   sequential model (SASRec, quick profile, ``--epochs`` 1) and exports it with the serving files
+   (``core.artifacts``, written by training's own writer); publishes it to a temp registry and sets it champion.
 2. Starts ``python -m serving`` (the real API) and ``python -m bench.naive_api`` (one worker, full
    NumPy scan + ``np.argsort``) as subprocesses, and drives each from a separate load-generator process
    (keep-alive HTTP/1.1 over asyncio, ``--conns`` concurrent connections) on
@@ -80,9 +80,9 @@ def synthetic_events(
 
 def train_and_export(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Train the sequential model on synthetic sessions and export it with fallback + history files."""
+    from evaluation.data import TrainData
     from models.base import get_model_class
-    from models.data import TrainData
-    from models.popularity import fallback_lists
+    from training.train import write_serving_files
 
     events, catalogue = synthetic_events(args.items, args.users, args.events_per_user, 50, args.seed)
     data = TrainData.from_events(events, catalogue)
@@ -95,11 +95,8 @@ def train_and_export(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     model.fit(data)
     train_s = time.perf_counter() - started
     model.export(out)
-    (out / "fallback.json").write_text(json.dumps(fallback_lists(data, n=500)))
-    lengths = np.asarray([len(s) for s in data.sequences], dtype=np.int64)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    indices = np.concatenate([np.asarray(s, dtype=np.int64) for s in data.sequences]) if len(lengths) else lengths
-    np.savez(out / "history.npz", indptr=indptr, indices=indices)
+    write_serving_files(out, data, catalogue)
+    lengths = [len(s) for s in data.sequences]
     known = [str(u) for u, n in zip(data.user_ids, lengths, strict=True) if n > 0]
     return {"n_items": data.n_items, "n_users": data.n_users, "train_s": train_s, "known_users": known}
 
@@ -381,7 +378,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.loadgen:
         loadgen_main(args.loadgen)
         return {}
-    from models.registry import ServingRegistry
+    from core.registry import ServingRegistry
 
     res: dict[str, Any] = {"load": {}}
     with tempfile.TemporaryDirectory(prefix="mercato-bench-") as tmp:

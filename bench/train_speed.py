@@ -21,9 +21,9 @@ import torch
 from bench.quality import SHARED_DATA
 from core.config import load_config
 from core.contract import FORMATS
+from evaluation.data import TrainData
 from models.base import available_models, get_model_class
-from models.data import TrainData
-from models.offline import load_dataset
+from training.offline import load_dataset
 
 
 def epoch_seconds(name: str, data: TrainData, device: str, epochs: int, seed: int) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     rows = []
     for name in names:
-        per_device = {d: epoch_seconds(name, data, d, args.epochs, int(cfg["train"]["seed"])) for d in devices}
+        per_device = {d: epoch_seconds(name, data, d, args.epochs, cfg.train.seed) for d in devices}
         row: dict[str, Any] = {"model": name, "cpu_s_per_epoch": per_device["cpu"]["s_per_epoch"]}
         if "cuda" in per_device:
             row["cuda_s_per_epoch"] = per_device["cuda"]["s_per_epoch"]

@@ -20,11 +20,12 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from core.config import load_config
+from core.config import PROFILES, Config, load_config
+from core.contract import FORMATS, PROTOCOLS
 
 _CFG = load_config()
-ZOO: list[str] = list(_CFG["train"]["zoo"])
-DEFAULT_MODELS: list[str] = list(_CFG["train"]["models"])
+ZOO: list[str] = list(_CFG.train.zoo)
+DEFAULT_MODELS: list[str] = list(_CFG.train.models)
 
 DATA_RETRIES = {"retries": 2, "retry_delay": dt.timedelta(seconds=30)}
 
@@ -38,13 +39,14 @@ def _run_date(params: dict[str, Any]) -> dt.date:
     return (anchor - dt.timedelta(days=1)).date()
 
 
-def _runtime() -> tuple[dict[str, Any], dt.date, str, dict[str, Any]]:
+def _runtime() -> tuple[dict[str, Any], dt.date, str, Config]:
     """This run's params, run date, lake root and config (with the run's protocol)."""
     from core.settings import get_settings
 
     params = dict(get_current_context()["params"])
     cfg = load_config()
-    cfg["split"]["protocol"] = params.get("protocol") or cfg["split"]["protocol"]
+    if params.get("protocol"):
+        cfg = cfg.replace(split={"protocol": params["protocol"]})
     return params, _run_date(params), get_settings().lake, cfg
 
 
@@ -61,19 +63,19 @@ def _runtime() -> tuple[dict[str, Any], dt.date, str, dict[str, Any]]:
         "dataset": Param("", type="string", description="Path of the data to load; empty: landing zone only."),
         "format": Param(
             "landing",
-            enum=["landing", "simulated", "events", "s3rec", "diginetica"],
+            enum=["landing", *FORMATS],
             description="How to read `dataset` (simulated: the seeded shop simulator, no path needed).",
         ),
         "run_date": Param("", type="string", description="YYYY-MM-DD; empty: the day before the logical date."),
         "models": Param(DEFAULT_MODELS, type="array", description=f"Models to train, any of {ZOO}."),
-        "profile": Param(_CFG["train"]["profile"], enum=["quick", "full"]),
-        "protocol": Param(_CFG["split"]["protocol"], enum=["leave-one-out", "temporal"]),
+        "profile": Param(_CFG.train.profile, enum=list(PROFILES)),
+        "protocol": Param(_CFG.split.protocol, enum=list(PROTOCOLS)),
         "promote": Param(True, type="boolean", description="Promote and publish the winner if it beats the champion."),
-        "window_days": Param(_CFG["window"]["days"], type="integer", minimum=1),
+        "window_days": Param(_CFG.window.days, type="integer", minimum=1),
         "sim_users": Param(5000, type="integer", minimum=10),
         "sim_items": Param(2000, type="integer", minimum=10),
         "sim_days": Param(30, type="integer", minimum=1),
-        "seed": Param(_CFG["train"]["seed"], type="integer"),
+        "seed": Param(_CFG.train.seed, type="integer"),
     },
 )
 def recsys_daily() -> None:
@@ -133,7 +135,7 @@ def recsys_daily() -> None:
 
             from core.lake import Lake
             from core.reports import write_report
-            from models.train import train_model
+            from training.train import train_model
 
             params, run_date, lake, cfg = _runtime()
             if model_name not in params["models"]:
@@ -147,9 +149,9 @@ def recsys_daily() -> None:
     @task(trigger_rule="none_failed_min_one_success")
     def promote() -> dict[str, Any]:
         from core.lake import Lake
+        from core.registry import publish_champion
         from core.reports import write_report
-        from models.promote import compare_and_promote
-        from models.registry import publish_champion
+        from training.promote import compare_and_promote
 
         params, run_date, lake, cfg = _runtime()
         ti = get_current_context()["ti"]

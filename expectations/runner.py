@@ -22,7 +22,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.config import load_config
+from core.config import Config, load_config
 from core.contract import ITEM_COL, PRICE_COL, USER_COL
 from core.lake import Lake
 from core.settings import get_settings
@@ -251,7 +251,7 @@ def validate_stage(
     lake_root: str | os.PathLike[str],
     run_date: dt.date | str,
     spark: SparkSession,
-    cfg: dict[str, Any] | None = None,
+    cfg: Config | None = None,
     report_dir: str | os.PathLike[str] | None = None,
     window_days: int | None = None,
     only_days: Collection[dt.date] | None = None,
@@ -261,7 +261,7 @@ def validate_stage(
     ``only_days`` (raw only): validate just these bronze days, e.g. the ones ingest rewrote this run.
 
     ``window_days`` is the run window for ``raw``/``clean`` (the days ``[run_date - window_days + 1,
-    run_date]`` that exist; default ``cfg["window"]["days"]``); ``features`` validates ``gold/<run_date>``.
+    run_date]`` that exist; default ``cfg.window.days``); ``features`` validates ``gold/<run_date>``.
     """
     from great_expectations.core.run_identifier import RunIdentifier
 
@@ -269,12 +269,8 @@ def validate_stage(
         raise ValueError(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
     run_day = dt.date.fromisoformat(run_date) if isinstance(run_date, str) else run_date
     cfg = cfg if cfg is not None else load_config()
-    stage_suites(stage, cfg)  # fail fast on a bad [validation] section, before touching the data
     if window_days is None:
-        try:
-            window_days = int(cfg["window"]["days"])
-        except KeyError:
-            raise KeyError("pass window_days or set [window] days in config/recsys.toml") from None
+        window_days = cfg.window.days
     run_dir = Path(report_dir if report_dir is not None else get_settings().reports) / run_day.isoformat()
     docs_dir = run_dir / "data_docs"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -283,7 +279,7 @@ def validate_stage(
     tables = load_stage_tables(stage, Lake(lake_root), run_day, spark, window_days, only_days)
     events_table = {"raw": "bronze_events", "clean": "silver_events"}.get(stage)
     prices_expected = events_table is None or feed_has_prices(tables[events_table][0])
-    suites = stage_suites(stage, cfg, prices_expected=prices_expected)
+    suites = stage_suites(stage, cfg.validation, prices_expected=prices_expected)
     context = _gx_context(run_dir, docs_dir)
     run_id = RunIdentifier(run_name=f"{stage}-{run_day.isoformat()}", run_time=dt.datetime.now(dt.UTC))
     summary: dict[str, Any] = {

@@ -13,6 +13,7 @@ from typing import Any
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
+from core.config import ValidationConfig
 from core.contract import (
     AVAILABLE_COL,
     EVENT_COLUMNS,
@@ -287,44 +288,29 @@ TABLE_ROW_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def validation_thresholds(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The ``[validation]`` section with every key the suites need, naming a missing one."""
-    try:
-        section = cfg["validation"]
-    except KeyError:
-        raise KeyError("config has no [validation] section: add it to config/recsys.toml") from None
-    required = ("raw_unknown_event_type_max_fraction", "raw_missing_price_max_fraction", "min_clean_events")
-    required += ("min_users", "min_items")
-    missing = [key for key in required if key not in section]
-    if missing:
-        raise KeyError(f"[validation] lacks {', '.join(missing)}: add them to config/recsys.toml")
-    return {
-        **section,
-        "clean_min_price_fraction": section.get("clean_min_price_fraction", DEFAULT_CLEAN_MIN_PRICE_FRACTION),
-    }
-
-
-def stage_suites(stage: str, cfg: dict[str, Any], prices_expected: bool = True) -> dict[str, gx.ExpectationSuite]:
-    """The suites a pipeline stage runs, keyed by the table each one validates."""
-    v = validation_thresholds(cfg)
+def stage_suites(
+    stage: str, thresholds: ValidationConfig, prices_expected: bool = True
+) -> dict[str, gx.ExpectationSuite]:
+    """The suites a pipeline stage runs, keyed by the table each one validates (thresholds: ``[validation]``)."""
+    v = thresholds
     if stage == "raw":
         return {
             "bronze_events": raw_events_suite(
-                v["raw_unknown_event_type_max_fraction"],
-                v["raw_missing_price_max_fraction"],
+                v.raw_unknown_event_type_max_fraction,
+                v.raw_missing_price_max_fraction,
                 prices_expected=prices_expected,
             )
         }
     if stage == "clean":
         return {
             "silver_events": clean_events_suite(
-                v["min_clean_events"], v["clean_min_price_fraction"], prices_expected=prices_expected
+                v.min_clean_events, v.clean_min_price_fraction, prices_expected=prices_expected
             ),
             "silver_items": items_suite(),
         }
     if stage == "features":
         return {
-            "interactions": interactions_suite(v["min_users"], v["min_items"]),
+            "interactions": interactions_suite(v.min_users, v.min_items),
             "users": gold_users_suite(),
             "items": gold_items_suite(),
             "split=train": interactions_suite(1, 1, name=GOLD_TRAIN),

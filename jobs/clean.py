@@ -27,6 +27,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from core.config import Config
 from core.contract import (
     DT_COL,
     EVENT_COLUMNS,
@@ -295,13 +296,12 @@ def _event_counts(labelled: DataFrame) -> dict[str, Any]:
 def run(
     lake_root: str | os.PathLike[str],
     run_date: dt.date,
-    cfg: dict[str, Any],
+    cfg: Config,
     spark: SparkSession,
     window_days: int | None = 1,
 ) -> dict[str, Any]:
     """Clean the bronze days in ``[run_date - window_days + 1, run_date]`` and the catalogue; return the report."""
     lake = Lake(lake_root)
-    clean_cfg, events_cfg = cfg["clean"], cfg["events"]
     days = window(run_date, window_days, Lake.partition_days(lake.bronze_events()))
     bronze = read_days(spark, lake.bronze_events(), days, BRONZE_EVENT_SCHEMA)
 
@@ -317,13 +317,13 @@ def run(
     labelled_items = label_items(bronze_items).cache()
     items = catalogue(labelled_items, previous=previous)
 
-    prepared = prepare_events(bronze, event_types=tuple(events_cfg.get("types", EVENT_TYPES))).cache()
+    prepared = prepare_events(bronze).cache()
     bots = bot_users(
         prepared.filter(_keep()),
-        max_events_per_minute=int(clean_cfg["bot_max_events_per_minute"]),
-        max_events_per_day=int(clean_cfg["bot_max_events_per_day"]),
+        max_events_per_minute=cfg.clean.bot_max_events_per_minute,
+        max_events_per_day=cfg.clean.bot_max_events_per_day,
     ).cache()
-    labelled = finish_events(prepared, bots, items, late_after_days=int(events_cfg["late_after_days"])).cache()
+    labelled = finish_events(prepared, bots, items, late_after_days=cfg.events.late_after_days).cache()
     try:
         report: dict[str, Any] = {"stage": "clean", "run_date": run_date.isoformat(), "window_days": window_days}
         report["days"] = [d.isoformat() for d in days]

@@ -22,6 +22,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from core.config import Config
 from core.contract import (
     ATTRIBUTES_COL,
     AVAILABLE_COL,
@@ -184,7 +185,7 @@ def build_gold(
 def run(
     lake_root: str | os.PathLike[str],
     run_date: dt.date,
-    cfg: dict[str, Any],
+    cfg: Config,
     spark: SparkSession,
     window_days: int | None = None,
 ) -> dict[str, Any]:
@@ -202,14 +203,14 @@ def run(
     else:
         catalogue = spark.createDataFrame([], ITEM_SCHEMA)
     end_ts = day_start(run_date + dt.timedelta(days=1))
-    weights = {k: float(v) for k, v in cfg["events"]["weights"].items()}
+    weights = dict(cfg.events.weights)
     tables = build_gold(
         events,
         catalogue,
         weights=weights,
-        half_life_days=float(cfg["events"]["half_life_days"]),
+        half_life_days=cfg.events.half_life_days,
         end_ts=end_ts,
-        max_len=int(cfg["sequences"]["max_len"]),
+        max_len=cfg.sequences.max_len,
     )
     stats = tables.pop("stats").cache()
     target = lake.gold(run_date)
@@ -238,7 +239,7 @@ def run(
         "days": [d.isoformat() for d in days],
         "end_ts": end_ts.isoformat() + "Z",
         "weights": weights,
-        "half_life_days": float(cfg["events"]["half_life_days"]),
+        "half_life_days": cfg.events.half_life_days,
         "rows": counts,
     }
     write_report(lake, run_date, "features", report)

@@ -29,6 +29,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from core.config import Config
 from core.contract import (
     ATTRIBUTES_COL,
     AVAILABLE_COL,
@@ -339,7 +340,7 @@ def _ingest_units(
 def run(
     lake_root: str | os.PathLike[str],
     run_date: dt.date,
-    cfg: dict[str, Any],
+    cfg: Config,
     spark: SparkSession,
     window_days: int | None = 1,
     *,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.config import load_config
+from core.config import PROFILES, load_config
 from core.contract import FORMATS, PROTOCOLS
 from core.reports import read_reports
 from core.settings import get_settings
@@ -133,15 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="", help="dataset path (not needed for --format simulated)")
     parser.add_argument("--format", default="simulated", choices=["landing", *FORMATS])
     parser.add_argument("--run-date", default=None, help="last day of data, YYYY-MM-DD (default: from the data)")
-    parser.add_argument("--models", default=",".join(cfg["train"]["models"]), help="comma-separated model names")
-    parser.add_argument("--profile", default=cfg["train"]["profile"], choices=["quick", "full"])
-    parser.add_argument("--protocol", default=cfg["split"]["protocol"], choices=list(PROTOCOLS))
+    parser.add_argument("--models", default=",".join(cfg.train.models), help="comma-separated model names")
+    parser.add_argument("--profile", default=cfg.train.profile, choices=list(PROFILES))
+    parser.add_argument("--protocol", default=cfg.split.protocol, choices=list(PROTOCOLS))
     parser.add_argument("--no-promote", action="store_true", help="train and compare, never promote")
-    parser.add_argument("--window-days", type=int, default=cfg["window"]["days"])
+    parser.add_argument("--window-days", type=int, default=cfg.window.days)
     parser.add_argument("--sim-users", type=int, default=5000)
     parser.add_argument("--sim-items", type=int, default=2000)
     parser.add_argument("--sim-days", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=cfg["train"]["seed"])
+    parser.add_argument("--seed", type=int, default=cfg.train.seed)
     parser.add_argument("--print-env", action="store_true", help="print the Airflow environment as exports")
     args = parser.parse_args(argv)
 

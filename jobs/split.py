@@ -1,7 +1,7 @@
 """Split: ``gold/<run_date>/interactions`` → ``split=train`` (interaction rows), ``split=valid``,
 ``split=test`` (``user_id, item_id, ts`` with ts = first interaction time).
 
-Rules (the same as ``models.data.split_interactions``):
+Rules (the same as ``evaluation.data.split_interactions``):
 
 * ``leave-one-out``: per user, items ordered by ``(first_ts, item_id)``; a user with at least
   ``min_user_items`` items gives the last to test and the second to last to valid, the rest to
@@ -24,6 +24,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from core.config import Config, SplitConfig
 from core.contract import ITEM_COL, PROTOCOLS, TS_COL, USER_COL
 from core.lake import Lake, commit_path, staging_path
 from jobs.common import files_for, run_job_main, write_report
@@ -79,16 +80,16 @@ def temporal(interactions: DataFrame, *, valid_fraction: float, test_fraction: f
     return joined.withColumn(SPLIT_COL, split).drop("_user_ok", "_item_ok").select(*interactions.columns, SPLIT_COL)
 
 
-def assign_splits(interactions: DataFrame, split_cfg: dict[str, Any]) -> DataFrame:
-    """Label interactions with ``split`` by ``split_cfg["protocol"]``."""
-    protocol = split_cfg.get("protocol")
+def assign_splits(interactions: DataFrame, split: SplitConfig) -> DataFrame:
+    """Label interactions with ``split`` by ``split.protocol``."""
+    protocol = split.protocol
     if protocol == "leave-one-out":
-        return leave_one_out(interactions, min_user_items=int(split_cfg["min_user_items"]))
+        return leave_one_out(interactions, min_user_items=split.min_user_items)
     if protocol == "temporal":
         return temporal(
             interactions,
-            valid_fraction=float(split_cfg["temporal_valid_fraction"]),
-            test_fraction=float(split_cfg["temporal_test_fraction"]),
+            valid_fraction=split.temporal_valid_fraction,
+            test_fraction=split.temporal_test_fraction,
         )
     raise ValueError(f"split.protocol must be one of {list(PROTOCOLS)}, got {protocol!r}: fix config/recsys.toml")
 
@@ -104,7 +105,7 @@ def split_table(labelled: DataFrame, name: str) -> DataFrame:
 def run(
     lake_root: str | os.PathLike[str],
     run_date: dt.date,
-    cfg: dict[str, Any],
+    cfg: Config,
     spark: SparkSession,
     window_days: int | None = None,
 ) -> dict[str, Any]:
@@ -113,7 +114,7 @@ def run(
     source = lake.gold(run_date, "interactions")
     if not source.exists():
         raise FileNotFoundError(f"{source} is absent: run the features job for {run_date} first")
-    labelled = assign_splits(spark.read.parquet(str(source)), cfg["split"]).cache()
+    labelled = assign_splits(spark.read.parquet(str(source)), cfg.split).cache()
     staged_root = staging_path(lake.gold(run_date, "splits"))
     try:
         rows = labelled.groupBy(SPLIT_COL).count().collect()
@@ -135,7 +136,7 @@ def run(
     report = {
         "stage": "split",
         "run_date": run_date.isoformat(),
-        "protocol": cfg["split"]["protocol"],
+        "protocol": cfg.split.protocol,
         "rows_in": sum(counts.values()),
         "rows": {name: counts.get(name, 0) for name in SPLITS},
         "dropped_cold": {name: counts.get(f"dropped_{name}", 0) for name in ("valid", "test")},

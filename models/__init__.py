@@ -1,5 +1,5 @@
-"""Recommenders, training, offline evaluation, MLflow tracking and the serving registry.
+"""The recommenders: one module per algorithm, their shared interface (``base``) and torch helpers.
 
-Modules that serving imports (``base``, ``data``, the model classes, ``artifacts``) must not
-import Spark, Airflow or MLflow.
+Imports ``core`` and ``evaluation`` (the dataset every model fits on, and the validation protocol
+early stopping uses); never MLflow, Spark, Airflow or FastAPI, so that serving can load any model.
 """

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from models.data import TrainData
+from core.ranking import top_k
+from evaluation.data import TrainData
 
 FORMAT_VERSION = 1
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -149,19 +150,6 @@ class Recommender(ABC):
         with np.load(src / "arrays.npz", allow_pickle=False) as npz:
             model._restore({k: npz[k] for k in npz.files})
         return model
-
-
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise top-k (indices int64, scores float32), best first.
-
-    ``torch.topk`` rather than numpy's argpartition: 3-5× faster on one 100k-item row (the serving hot
-    path) and it does not degrade on the many ties of popularity-like scores (evaluation).
-    """
-    import torch
-
-    k = max(0, min(k, scores.shape[1]))
-    values, idx = torch.topk(torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)), k, dim=1)
-    return idx.numpy().astype(np.int64), values.numpy()
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

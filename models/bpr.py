@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from evaluation.data import TrainData
 from models.base import UNKNOWN_USER, EpochCallback, Recommender, register
-from models.data import TrainData
 from models.torch_utils import pick_device, progress, seed_everything
 
 
@@ -109,7 +109,7 @@ class BPRRecommender(Recommender):
             metrics = {"loss": total / max(seen, 1)}
             self._sync(modules)
             if val_users is not None:
-                from models.evaluate import evaluate
+                from evaluation.evaluate import evaluate
 
                 metrics["val_ndcg@10"] = evaluate(self, data, split="valid", ks=(10,), users=val_users)["ndcg@10"]
                 if metrics["val_ndcg@10"] > best_ndcg:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from evaluation.data import ItemFeatures, TrainData
 from models.base import EpochCallback, Recommender, register
-from models.data import ItemFeatures, TrainData
 from models.knn import history_matrix
 
 

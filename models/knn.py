@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from evaluation.data import TrainData
 from models.base import EpochCallback, Recommender, register
-from models.data import TrainData
 
 SIMILARITIES = ("cosine", "jaccard")
 #: Items per block of the item-item product: bounds the unpruned intermediate to block × n_items.

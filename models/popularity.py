@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.data import TrainData
 from models.base import EpochCallback, Recommender, register
-from models.data import TrainData
 
 SCORE_BY = ("weight", "users")
 

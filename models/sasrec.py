@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from evaluation.data import TrainData
 from models.base import EpochCallback, Recommender, register
-from models.data import TrainData
 from models.torch_utils import (
     EarlyStopping,
     autocast_context,

@@ -18,8 +18,8 @@ from torch import nn
 from tqdm import tqdm
 
 if TYPE_CHECKING:
+    from evaluation.data import TrainData
     from models.base import Recommender
-    from models.data import TrainData
 
 T = TypeVar("T")
 DEVICES = ("auto", "cpu", "cuda")
@@ -105,6 +105,6 @@ def validation_users(data: TrainData, n_users: int, seed: int) -> np.ndarray | N
 
 def validation_ndcg(model: Recommender, data: TrainData, users: np.ndarray) -> float:
     """NDCG@10 on ``data.valid`` for ``users`` with the project's evaluator (full ranking, train excluded)."""
-    from models.evaluate import evaluate
+    from evaluation.evaluate import evaluate
 
     return float(evaluate(model, data, split="valid", ks=(10,), users=users)["ndcg@10"])

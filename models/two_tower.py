@@ -20,8 +20,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from evaluation.data import ItemFeatures, TrainData
 from models.base import EpochCallback, Recommender, register
-from models.data import ItemFeatures, TrainData
 from models.sasrec import pad_left
 from models.torch_utils import (
     EarlyStopping,

@@ -29,13 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.config import Config, load_config
+from core.registry import ServingRegistry
 from core.settings import Settings
-from models.registry import ServingRegistry
 from serving.batcher import MicroBatcher
 from serving.events import LandingWriter, check_id, validate_batch
 from serving.metrics import ApiMetrics
 from serving.scorer import Ranking, RankOptions, RecRequest, ScoredItem
-from serving.settings import ServingConfig, serving_settings
+from serving.settings import serving_settings
 from serving.state import EMPTY, LiveEvent, StateStore, UserState, collapse_repeats, open_state
 from serving.store import LoadedModel, ModelStore
 
@@ -249,10 +250,10 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def build_store(settings: Settings | None = None, cfg: dict[str, Any] | None = None) -> ModelStore:
+def build_store(settings: Settings | None = None, cfg: Config | None = None) -> ModelStore:
     """The model store for these settings: registry from ``Settings.registry``, cache under home."""
     srv = serving_settings(settings)
-    scfg = ServingConfig.from_config(cfg)
+    scfg = (cfg or load_config()).serving
     return ModelStore(
         ServingRegistry.from_settings(srv),
         srv.cache_dir,
@@ -263,7 +264,7 @@ def build_store(settings: Settings | None = None, cfg: dict[str, Any] | None = N
 
 def create_app(
     settings: Settings | None = None,
-    cfg: dict[str, Any] | None = None,
+    cfg: Config | None = None,
     store: ModelStore | None = None,
     poll: bool = True,
     state: StateStore | None = None,
@@ -271,7 +272,7 @@ def create_app(
 ) -> FastAPI:
     """The scoring API. ``store``/``state``/``landing`` may be given (tests, embedding); ``poll=False`` skips the poll thread."""
     srv = serving_settings(settings)
-    scfg = ServingConfig.from_config(cfg)
+    scfg = (cfg or load_config()).serving
     model_store = store or build_store(srv, cfg)
     user_state = state or open_state(srv.state_uri, scfg.state_max_users, scfg.state_max_recent, scfg.state_ttl_seconds)
     writer = landing or LandingWriter(

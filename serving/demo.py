@@ -39,7 +39,7 @@ def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 120
 
 def _known_users(limit: int = 200) -> list[str]:
     """User ids the champion was trained on (from the registry's champion artifact)."""
-    from models.registry import ServingRegistry
+    from core.registry import ServingRegistry
 
     settings = get_settings()
     registry = ServingRegistry(settings.registry, endpoint_url=settings.s3_endpoint_url)

@@ -1,16 +1,7 @@
 """Turn a loaded model into ranked, filtered, diversified ``{item_id, score, reason}`` lists.
 
-Artifact files read next to the model (all optional):
-
-* ``fallback.json`` (written by training): ``{"overall": [{"item_id", "score"}, ...],
-  "by_category": {category: [...]}}``, best first (``[item_id, score]`` pairs accepted too): the
-  ranking of a user with no known user index and no usable history. Without it such users are
-  scored by the model as ``UNKNOWN_USER`` with no history.
-* ``history.npz``: ``indptr``/``indices`` (CSR over user index) of each user's train item indices in
-  time order: part of the history passed to the user encoder and of what ``exclude="seen"`` removes.
-* ``items.json``: per item id ``category``, ``brand``, ``price``, ``available`` (a ``{id: {...}}``
-  object or a list of objects with ``item_id``). Without it every item is available, of unknown
-  category and price.
+The serving files next to the model (``fallback.json``, ``history.npz``, ``items.json``) are read by
+``core.artifacts``, which documents their formats; each is optional.
 
 Per request: the user encoder gets the train history followed by the live recent items (newest
 last); candidates come from the item index (``serving.index``: exact or faiss) with excluded and
@@ -21,8 +12,6 @@ held as arrays aligned with the model's item index, built once per artifact.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +20,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from models.base import UNKNOWN_USER, Recommender, top_k
+from core.artifacts import HISTORY_FILE, FallbackLists, ItemRecord, read_serving_files
+from core.ranking import top_k
+from models.base import UNKNOWN_USER, Recommender
 from serving.index import build_index
 
-FALLBACK_FILE = "fallback.json"
-HISTORY_FILE = "history.npz"
-ITEMS_FILE = "items.json"
 UNKNOWN_CATEGORY = ""
 
 
@@ -97,44 +85,6 @@ class _Plan:
 
 
 @dataclass(frozen=True)
-class Fallback:
-    """Popular items overall and per category, best first."""
-
-    overall: list[ScoredItem]
-    by_category: dict[str, list[ScoredItem]] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any], where: str = FALLBACK_FILE) -> Fallback:
-        if not isinstance(obj, dict) or "overall" not in obj:
-            raise ValueError(f"{where}: expected an object with an 'overall' list of {{item_id, score}}")
-        cats = obj.get("by_category", obj.get("per_category")) or {}
-        return cls(
-            overall=_items(obj["overall"], f"{where}: overall"),
-            by_category={str(c): _items(v, f"{where}: by_category[{c!r}]") for c, v in cats.items()},
-        )
-
-    def top(
-        self, k: int, exclude: set[str] | frozenset[str] = frozenset(), category: str | None = None
-    ) -> list[ScoredItem]:
-        pool = self.by_category.get(category, self.overall) if category is not None else self.overall
-        return [it for it in pool if it.item_id not in exclude][:k]
-
-
-def _items(raw: Any, where: str) -> list[ScoredItem]:
-    if not isinstance(raw, list):
-        raise ValueError(f"{where} must be a list, got {type(raw).__name__}")
-    out = []
-    for n, entry in enumerate(raw):
-        if isinstance(entry, dict) and "item_id" in entry:
-            out.append(ScoredItem(str(entry["item_id"]), float(entry.get("score", 0.0))))
-        elif isinstance(entry, list | tuple) and len(entry) == 2:
-            out.append(ScoredItem(str(entry[0]), float(entry[1])))
-        else:
-            raise ValueError(f"{where}[{n}] = {entry!r}: expected {{item_id, score}} or [item_id, score]")
-    return out
-
-
-@dataclass(frozen=True)
 class ItemCatalog:
     """Item metadata as arrays over the model's item index (codes: 0 = unknown category)."""
 
@@ -155,31 +105,21 @@ class ItemCatalog:
         )
 
     @classmethod
-    def from_json(cls, obj: Any, item_index: dict[str, int], where: str = ITEMS_FILE) -> ItemCatalog:
-        """Parse ``items.json``; items the model lacks are counted in ``unmatched``."""
-        if isinstance(obj, dict):
-            rows = [dict(v, item_id=k) if isinstance(v, dict) else None for k, v in obj.items()]
-        elif isinstance(obj, list):
-            rows = [r if isinstance(r, dict) and "item_id" in r else None for r in obj]
-        else:
-            raise ValueError(f"{where}: expected {{item_id: {{category, price, available}}}} or a list of objects")
+    def from_records(cls, records: Sequence[ItemRecord], item_index: dict[str, int]) -> ItemCatalog:
+        """Arrays over the model's item index from ``items.json`` rows; rows the model lacks are counted in ``unmatched``."""
         out = cls.empty(len(item_index))
         names = {UNKNOWN_CATEGORY: 0}
         unmatched = 0
-        for n, row in enumerate(rows):
-            if row is None:
-                raise ValueError(f"{where}: entry {n} is not an object with item metadata")
-            idx = item_index.get(str(row["item_id"]))
+        for row in records:
+            idx = item_index.get(row.item_id)
             if idx is None:
                 unmatched += 1
                 continue
-            cat = row.get("category")
-            if cat is not None and str(cat) != UNKNOWN_CATEGORY:
-                out.category[idx] = names.setdefault(str(cat), len(names))
-            price = row.get("price")
-            if isinstance(price, int | float) and math.isfinite(price):
-                out.price[idx] = float(price)
-            if row.get("available") is False:
+            if row.category is not None and row.category != UNKNOWN_CATEGORY:
+                out.category[idx] = names.setdefault(row.category, len(names))
+            if row.price is not None:
+                out.price[idx] = row.price
+            if not row.available:
                 out.available[idx] = False
         return cls(out.category, list(names), out.price, out.available, unmatched)
 
@@ -249,7 +189,7 @@ class Scorer:
     def __init__(
         self,
         model: Recommender,
-        fallback: Fallback | None = None,
+        fallback: FallbackLists | None = None,
         histories: tuple[np.ndarray, np.ndarray] | None = None,
         catalog: ItemCatalog | None = None,
         index_kind: str = "auto",
@@ -287,24 +227,15 @@ class Scorer:
 
     @classmethod
     def from_artifact(cls, model: Recommender, artifact_dir: str | Path, **options: Any) -> Scorer:
-        """Build a scorer from a fetched artifact folder (reads the optional files described above)."""
-        src = Path(artifact_dir)
-        fallback = None
-        if (src / FALLBACK_FILE).is_file():
-            fallback = Fallback.from_json(json.loads((src / FALLBACK_FILE).read_text()), str(src / FALLBACK_FILE))
-        histories = None
-        if (src / HISTORY_FILE).is_file():
-            with np.load(src / HISTORY_FILE, allow_pickle=False) as npz:
-                histories = (npz["indptr"].astype(np.int64), npz["indices"].astype(np.int64))
+        """Build a scorer from a fetched artifact folder and its optional serving files."""
+        files = read_serving_files(artifact_dir)
         catalog = None
-        if (src / ITEMS_FILE).is_file():
+        if files.items is not None:
             item_index = {str(it): i for i, it in enumerate(model.item_ids)}
-            catalog = ItemCatalog.from_json(
-                json.loads((src / ITEMS_FILE).read_text()), item_index, str(src / ITEMS_FILE)
-            )
-        return cls(model, fallback, histories, catalog, **options)
+            catalog = ItemCatalog.from_records(files.items, item_index)
+        return cls(model, files.fallback, files.histories, catalog, **options)
 
-    def _fallback_vector(self, fallback: Fallback | None) -> np.ndarray | None:
+    def _fallback_vector(self, fallback: FallbackLists | None) -> np.ndarray | None:
         if fallback is None:
             return None
         out = np.full(len(self.item_ids), -np.inf, dtype=np.float32)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.registry import ServingRegistry
 from models.base import Recommender
-from models.registry import ServingRegistry
 from serving.scorer import Scorer
 
 log = logging.getLogger(__name__)

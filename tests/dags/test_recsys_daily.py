@@ -35,7 +35,7 @@ def test_schedule_and_params(dagbag) -> None:
     params = dag.params.dump()
     for name in ("dataset", "format", "models", "promote", "profile", "protocol", "run_date"):
         assert name in params, name
-    assert params["models"] == load_config()["train"]["models"]
+    assert params["models"] == load_config().train.models
 
 
 def test_task_chain(dagbag) -> None:
@@ -43,7 +43,7 @@ def test_task_chain(dagbag) -> None:
     chain = ["land", "ingest", "validate_raw", "clean", "validate_clean", "features", "split", "validate_features"]
     for upstream, downstream in itertools.pairwise(chain):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
-    zoo = load_config()["train"]["zoo"]
+    zoo = load_config().train.zoo
     for name in zoo:
         train = dag.get_task(f"train_{name}")
         assert train.upstream_task_ids == {"validate_features"}

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from core.config import load_config
+from core.config import Config, load_config
 from core.lake import Lake
 from expectations.runner import ValidationFailed, format_failure, main, validate_stage, window_days_of
 from expectations.suites import stage_suites
@@ -30,11 +30,9 @@ TYPES = ("view", "click", "add_to_cart", "purchase")
 
 
 @pytest.fixture
-def cfg() -> dict[str, Any]:
+def cfg() -> Config:
     """The real config with size floors lowered to the tiny test data."""
-    config = load_config()
-    config["validation"].update(min_clean_events=40, min_users=5, min_items=5)
-    return config
+    return load_config().replace(validation={"min_clean_events": 40, "min_users": 5, "min_items": 5})
 
 
 def _events(n: int = 60, day: dt.date = RUN_DATE) -> list[dict[str, Any]]:
@@ -157,16 +155,15 @@ def _failed(summary: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
-def test_stage_suites_use_config_thresholds(cfg: dict[str, Any]) -> None:
-    cfg["validation"]["raw_unknown_event_type_max_fraction"] = 0.1
-    raw = stage_suites("raw", cfg)["bronze_events"]
+def test_stage_suites_use_config_thresholds(cfg: Config) -> None:
+    cfg = cfg.replace(validation={"raw_unknown_event_type_max_fraction": 0.1})
+    raw = stage_suites("raw", cfg.validation)["bronze_events"]
     in_set = next(e for e in raw.expectations if e.expectation_type == "expect_column_values_to_be_in_set")
     assert in_set.mostly == pytest.approx(0.9)
     with pytest.raises(ValueError, match="raw_unknown_event_type_max_fraction"):
-        cfg["validation"]["raw_unknown_event_type_max_fraction"] = 1.5
-        stage_suites("raw", cfg)
+        cfg.replace(validation={"raw_unknown_event_type_max_fraction": 1.5})
     with pytest.raises(ValueError, match="unknown stage"):
-        stage_suites("gold", cfg)
+        stage_suites("gold", cfg.validation)
 
 
 def test_window_days_ends_at_run_date() -> None:
@@ -202,7 +199,7 @@ def test_raw_cli_passes_on_clean_bronze_and_writes_data_docs(spark, tmp_path: Pa
     assert printed["success"] is True and printed["data_docs"] == str(docs)
 
 
-def test_raw_stage_fails_with_readable_report(spark, tmp_path: Path, cfg: dict[str, Any]) -> None:
+def test_raw_stage_fails_with_readable_report(spark, tmp_path: Path, cfg: Config) -> None:
     lake = Lake(tmp_path / "lake")
     rows = _events(100)
     for i in (3, 4):
@@ -236,12 +233,12 @@ def test_raw_stage_fails_with_readable_report(spark, tmp_path: Path, cfg: dict[s
     assert saved["success"] is False and format_failure(saved) == message
 
 
-def test_raw_stage_without_partitions_names_the_path(spark, tmp_path: Path, cfg: dict[str, Any]) -> None:
+def test_raw_stage_without_partitions_names_the_path(spark, tmp_path: Path, cfg: Config) -> None:
     with pytest.raises(FileNotFoundError, match="bronze"):
         validate_stage("raw", tmp_path / "lake", RUN_DATE, spark, cfg=cfg, report_dir=tmp_path / "r", window_days=1)
 
 
-def test_clean_stage_passes_then_catches_duplicate_event_id(spark, tmp_path: Path, cfg: dict[str, Any]) -> None:
+def test_clean_stage_passes_then_catches_duplicate_event_id(spark, tmp_path: Path, cfg: Config) -> None:
     lake = Lake(tmp_path / "lake")
     _write(spark, _items(), ITEMS_SCHEMA, lake.silver_items())
     _write(spark, _events(), BRONZE_SCHEMA, lake.silver_events(RUN_DATE))
@@ -261,7 +258,7 @@ def test_clean_stage_passes_then_catches_duplicate_event_id(spark, tmp_path: Pat
     assert "clean_events" in index and "items" in index
 
 
-def test_features_stage_passes_then_catches_test_pair_in_train(spark, tmp_path: Path, cfg: dict[str, Any]) -> None:
+def test_features_stage_passes_then_catches_test_pair_in_train(spark, tmp_path: Path, cfg: Config) -> None:
     lake = Lake(tmp_path / "lake")
     valid, test = _loo_held_out()
     _gold(spark, lake, valid, test)
@@ -283,13 +280,11 @@ def test_features_stage_passes_then_catches_test_pair_in_train(spark, tmp_path: 
     assert "test:u1|i1" in str(caught.value)
 
 
-def test_features_stage_catches_non_positive_weight_and_too_few_users(
-    spark, tmp_path: Path, cfg: dict[str, Any]
-) -> None:
+def test_features_stage_catches_non_positive_weight_and_too_few_users(spark, tmp_path: Path, cfg: Config) -> None:
     lake = Lake(tmp_path / "lake")
     valid, test = _loo_held_out()
     _gold(spark, lake, valid, test, zero_weight=True)
-    cfg["validation"]["min_users"] = 50
+    cfg = cfg.replace(validation={"min_users": 50})
     with pytest.raises(ValidationFailed) as caught:
         validate_stage("features", lake.root, RUN_DATE, spark, cfg=cfg, report_dir=tmp_path / "reports")
     failed = _failed(caught.value.summary)
@@ -300,9 +295,7 @@ def test_features_stage_catches_non_positive_weight_and_too_few_users(
     assert failed[("user_id", "expect_column_unique_value_count_to_be_between")]["observed_value"] == 6
 
 
-def test_feed_without_prices_passes_but_partial_prices_are_still_required(
-    spark, tmp_path: Path, cfg: dict[str, Any]
-) -> None:
+def test_feed_without_prices_passes_but_partial_prices_are_still_required(spark, tmp_path: Path, cfg: Config) -> None:
     """Price is optional in the contract: a feed with no prices at all passes; one that drops most of them fails."""
     lake = Lake(tmp_path / "lake")
     no_prices = [{**row, "price": None} for row in _events(60)]

@@ -69,7 +69,7 @@ def test_run_ends_with_champion_and_api_answers(first_run, monkeypatch: pytest.M
     home, proc = first_run
     assert "recsys_daily summary" in proc.stdout
     champion = json.loads((home / "registry" / "champion.json").read_text())
-    assert champion["model_name"] in load_config()["train"]["models"]
+    assert champion["model_name"] in load_config().train.models
     manifest = json.loads(
         (home / "registry" / champion["model_name"] / str(champion["version"]) / "manifest.json").read_text()
     )

@@ -186,8 +186,8 @@ def test_s3rec_synthetic_timestamps_never_look_like_bots() -> None:
     from core.config import load_config
 
     events, _ = read_s3rec(require_shared("amazon-beauty"))
-    limits = load_config()["clean"]
+    limits = load_config().clean
     per_minute = events.groupby([events["user_id"], events["ts"].dt.floor("min")]).size().max()
     per_day = events.groupby([events["user_id"], events["ts"].dt.floor("D")]).size().max()
-    assert per_minute <= limits["bot_max_events_per_minute"]
-    assert per_day <= limits["bot_max_events_per_day"]
+    assert per_minute <= limits.bot_max_events_per_minute
+    assert per_day <= limits.bot_max_events_per_day

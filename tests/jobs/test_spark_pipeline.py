@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from core.config import load_config
+from core.config import Config, load_config
 from core.lake import Lake
 from jobs import clean, features, ingest, split
 from jobs.common import bronze_items_path, rejected_path
@@ -72,7 +72,7 @@ def _counts(spark, lake: Lake) -> dict[str, int]:
     return {name: spark.read.parquet(str(path)).count() for name, path in paths.items()}
 
 
-def _pipeline(root: Path, cfg: dict, spark, *, force: bool = False) -> dict[str, dict]:
+def _pipeline(root: Path, cfg: Config, spark, *, force: bool = False) -> dict[str, dict]:
     return {
         "ingest": ingest.run(root, DAY2, cfg, spark, window_days=2, force=force),
         "clean": clean.run(root, DAY2, cfg, spark, window_days=2),
@@ -86,8 +86,7 @@ def test_pipeline_reruns_replace_and_reports_add_up(spark, tmp_path):
     _write_landing(root)
     lake = Lake(root)
     cfg = load_config()
-    cfg["clean"]["bot_max_events_per_minute"] = 4
-    cfg["split"]["min_user_items"] = 3
+    cfg = cfg.replace(clean={"bot_max_events_per_minute": 4}, split={"min_user_items": 3})
 
     first = _pipeline(root, cfg, spark)
     counts = _counts(spark, lake)

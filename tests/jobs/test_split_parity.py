@@ -12,9 +12,9 @@ import pytest
 
 from core.config import load_config
 from core.lake import Lake
+from evaluation.data import TrainData
 from jobs import clean, features, ingest, split
 from jobs.loaders import land
-from models.data import TrainData
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -78,7 +78,7 @@ def test_spark_and_pandas_paths_agree(spark, tmp_path: Path, protocol: str) -> N
     items.to_json(source / "items.jsonl", orient="records", lines=True)
     lake = tmp_path / "lake"
     cfg = load_config()
-    cfg["split"]["protocol"] = protocol
+    cfg = cfg.replace(split={"protocol": protocol})
     land(str(source), "events", str(lake), RUN_DATE)
     for job in (ingest, clean, features, split):
         job.run(str(lake), RUN_DATE, cfg, spark, window_days=30)

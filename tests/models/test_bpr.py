@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from core.config import load_config
+from evaluation.data import TrainData
+from evaluation.evaluate import evaluate
 from models.base import UNKNOWN_USER, Recommender
 from models.bpr import BPRRecommender, sample_negatives
-from models.data import TrainData
-from models.evaluate import evaluate
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 PARAMS = {"dim": 16, "epochs": 60, "batch_size": 32, "lr": 0.02, "l2": 1e-2, "patience": 0}

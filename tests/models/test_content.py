@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from evaluation.data import ItemFeatures
+from evaluation.evaluate import evaluate
 from models.content import ContentBased, feature_matrix, tfidf_rows
-from models.data import ItemFeatures
-from models.evaluate import evaluate
 from tests.models.test_knn import PER_GROUP, assert_export_roundtrip, planted_data, popularity_hr
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from evaluation.evaluate import evaluate
 from models.base import Recommender, get_model_class
-from models.evaluate import evaluate
 from tests.models.test_knn import planted_data, popularity_hr
 
 pytestmark = [

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from evaluation.data import ItemFeatures, TrainData
+from evaluation.evaluate import evaluate
 from models.base import Recommender, get_model_class
-from models.data import ItemFeatures, TrainData
-from models.evaluate import evaluate
 from models.knn import ItemKNN, UserKNN, history_matrix, keep_top_n
 from serving.scorer import RankOptions, Scorer
 

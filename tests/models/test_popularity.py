@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from core.config import load_config
+from evaluation.data import TrainData
+from evaluation.evaluate import evaluate
 from models.base import Recommender
-from models.data import TrainData
-from models.evaluate import evaluate
 from models.popularity import PopularityRecommender, fallback_lists
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")

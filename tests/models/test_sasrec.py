@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.evaluate import evaluate
+from evaluation.evaluate import evaluate
 from models.sasrec import SASRec, SASRecNet, length_bucketed_batches, pad_left
 from tests.models.test_knn import PER_GROUP, assert_export_roundtrip, planted_data, popularity_hr
 

@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from models.data import ItemFeatures
-from models.evaluate import evaluate
+from evaluation.data import ItemFeatures
+from evaluation.evaluate import evaluate
 from models.two_tower import TwoTower
 from tests.models.test_knn import N_GROUPS, PER_GROUP, assert_export_roundtrip, planted_data, popularity_hr
 

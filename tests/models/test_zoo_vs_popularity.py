@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from core.config import load_config
+from evaluation.data import TrainData
+from evaluation.evaluate import evaluate
 from models.base import get_model_class
-from models.data import TrainData
-from models.evaluate import evaluate
-from models.offline import load_dataset
+from training.offline import load_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +26,11 @@ def test_zoo_config_lists_every_shipped_model() -> None:
     from models.zoo import MODEL_MODULES
 
     shipped = {module.rsplit(".", 1)[-1] for module in MODEL_MODULES} | {"item_knn", "user_knn"}
-    assert set(load_config()["train"]["zoo"]) <= set(available_models())
-    assert set(load_config()["train"]["zoo"]) >= shipped - {"knn"}
+    assert set(load_config().train.zoo) <= set(available_models())
+    assert set(load_config().train.zoo) >= shipped - {"knn"}
 
 
-@pytest.mark.parametrize("name", [m for m in load_config()["train"]["zoo"] if m != "popularity"])
+@pytest.mark.parametrize("name", [m for m in load_config().train.zoo if m != "popularity"])
 def test_model_beats_popularity_on_the_simulated_shop(shop: tuple[TrainData, float], name: str) -> None:
     data, popularity_ndcg = shop
     model = get_model_class(name)(profile="quick", device="cpu").fit(data)

@@ -4,7 +4,6 @@ and the API served by real uvicorn in a thread."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from core.settings import Settings
-from models.data import TrainData
+from evaluation.data import TrainData
+from training.train import write_serving_files
 
 N_PER_CLUSTER = 12
 #: Item that items.json marks unavailable: it must never be recommended.
@@ -63,22 +63,12 @@ def cluster_events(n_users: int = 60, per_user: int = 7, seed: int = 0) -> pd.Da
 def export_bpr(out: Path) -> Path:
     """Train BPR (quick profile, CPU) and export it with the serving side files."""
     from models.bpr import BPRRecommender
-    from models.popularity import fallback_lists
 
     items = cluster_items()
     data = TrainData.from_events(cluster_events(), items)
     model = BPRRecommender(profile="quick", epochs=40, dim=16, batch_size=32, lr=0.05, device="cpu").fit(data)
     art = model.export(out)
-    (art / "fallback.json").write_text(json.dumps(fallback_lists(data)))
-    lengths = np.asarray([len(s) for s in data.sequences], dtype=np.int64)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    indices = np.concatenate([np.asarray(s, dtype=np.int64) for s in data.sequences])
-    np.savez(art / "history.npz", indptr=indptr, indices=indices)
-    meta = {
-        r.item_id: {"category": r.category, "brand": r.brand, "price": r.price, "available": bool(r.available)}
-        for r in items.itertuples()
-    }
-    (art / "items.json").write_text(json.dumps(meta))
+    write_serving_files(art, data, items)
     return art
 
 

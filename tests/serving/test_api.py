@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from core.config import load_config
-from models.registry import ServingRegistry
+from core.artifacts import write_serving_files
+from core.config import Config, load_config
+from core.registry import ServingRegistry
 from serving.app import create_app
-from tests.models.test_registry import make_toy
+from tests.core.test_registry import make_toy
 from tests.serving.test_store import publish, tamper
 
 
@@ -26,10 +27,8 @@ def registry(reg_root: Path) -> ServingRegistry:
     return ServingRegistry(str(reg_root))
 
 
-def fast_cfg(poll_seconds: float = 0.05) -> dict:
-    cfg = load_config()
-    cfg["serving"]["poll_seconds"] = poll_seconds
-    return cfg
+def fast_cfg(poll_seconds: float = 0.05) -> Config:
+    return load_config().replace(serving={"poll_seconds": poll_seconds})
 
 
 def wait_for(predicate, timeout: float = 20.0) -> bool:
@@ -93,8 +92,7 @@ def test_non_integer_k_and_unknown_route_are_json_errors(registry: ServingRegist
 
 def test_max_k_follows_config(registry: ServingRegistry, tmp_path: Path) -> None:
     publish(registry, tmp_path, 1)
-    cfg = fast_cfg()
-    cfg["serving"]["max_k"] = 5
+    cfg = fast_cfg().replace(serving={"max_k": 5})
     with TestClient(create_app(cfg=cfg, poll=False)) as client:
         assert client.get("/v1/recommendations/u1", params={"k": 5}).status_code == 200
         assert "between 1 and 5" in client.get("/v1/recommendations/u1", params={"k": 6}).json()["error"]
@@ -129,12 +127,11 @@ def test_tampered_artifact_refused_and_old_model_keeps_serving(
 
 
 def test_serves_a_real_popularity_model_with_its_fallback(registry: ServingRegistry, tmp_path: Path) -> None:
-    import json
 
     import pandas as pd
 
     popularity = pytest.importorskip("models.popularity")
-    from models.data import TrainData
+    from evaluation.data import TrainData
 
     rows = [
         ("a", "p1", "purchase"),
@@ -161,7 +158,7 @@ def test_serves_a_real_popularity_model_with_its_fallback(registry: ServingRegis
     data = TrainData.from_events(events, items)
     model = popularity.PopularityRecommender(profile="quick").fit(data)
     art = model.export(tmp_path / "pop")
-    (art / "fallback.json").write_text(json.dumps(popularity.fallback_lists(data)))
+    write_serving_files(art, fallback=popularity.fallback_lists(data))
     registry.publish(art, "popularity", 1)
     registry.set_champion("popularity", 1)
 

@@ -17,13 +17,12 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from core.config import load_config
-from models.registry import ServingRegistry
+from core.registry import ServingRegistry
 from serving.app import create_app
 from tests.serving.clusters import settings_for
 
 ROOT = Path(tempfile.mkdtemp(prefix="mercato-fuzz-"))
-_cfg = load_config()
-_cfg["serving"]["poll_seconds"] = 60.0
+_cfg = load_config().replace(serving={"poll_seconds": 60.0})
 APP = create_app(settings_for(ROOT / "home", ROOT / "registry"), cfg=_cfg, poll=False)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 

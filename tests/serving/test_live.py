@@ -15,18 +15,16 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from core.config import load_config
+from core.config import Config, load_config
 from core.lake import Lake
-from models.registry import ServingRegistry
+from core.registry import ServingRegistry
 from serving.app import create_app
 from serving.state import LiveEvent, MemoryState, open_state
 from tests.serving.clusters import UNAVAILABLE, cluster_items, served, settings_for
 
 
-def live_cfg(**serving: object) -> dict:
-    cfg = load_config()
-    cfg["serving"].update({"poll_seconds": 60.0, **serving})
-    return cfg
+def live_cfg(**serving: object) -> Config:
+    return load_config().replace(serving={"poll_seconds": 60.0, **serving})
 
 
 @pytest.fixture

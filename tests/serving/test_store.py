@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.registry import ServingRegistry
 from models.base import Recommender
-from models.registry import ServingRegistry
-from serving.scorer import Fallback, RankOptions, RecRequest, Scorer
+from serving.scorer import RankOptions, RecRequest, Scorer
 from serving.store import ModelStore
-from tests.models.test_registry import export_toy, make_toy
+from tests.core.test_registry import export_toy, make_toy
 from tests.services import S3Server, s3_env, s3_server  # noqa: F401
 
 
@@ -179,18 +179,6 @@ def test_batched_rankings_equal_one_request_at_a_time(bpr_artifact: Path) -> Non
     assert {it.item_id[0] for it in batched[4].items} == {"b"}
     assert len(batched[6].items) == 23  # every available item: nothing excluded
     assert scorer.recommend_many([]) == []
-
-
-def test_fallback_accepts_pairs_and_categories() -> None:
-    fb = Fallback.from_json(
-        {"overall": [["a", 2.0], ["b", 1.0]], "by_category": {"shoes": [{"item_id": "c", "score": 3}]}}
-    )
-    assert [it.item_id for it in fb.top(5)] == ["a", "b"]
-    assert [it.item_id for it in fb.top(5, category="shoes")] == ["c"]
-    with pytest.raises(ValueError, match="overall"):
-        Fallback.from_json({"popular": []})
-    with pytest.raises(ValueError, match=r"overall\[1\]"):
-        Fallback.from_json({"overall": [["a", 1.0], "b"]})
 
 
 def test_model_that_loads_but_cannot_score_is_refused(store: ModelStore, tmp_path: Path) -> None:

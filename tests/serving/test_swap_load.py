@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from core.config import load_config
-from models.registry import ServingRegistry
+from core.registry import ServingRegistry
 from serving.app import create_app
 from tests.serving.clusters import served, settings_for
 
@@ -37,8 +37,7 @@ def test_no_request_fails_while_champion_flips(tmp_path: Path, bpr_artifact: Pat
         registry.publish(bpr_artifact, "bpr", version)
     tamper_name = "arrays.npz"
     registry.set_champion("bpr", 1)
-    cfg = load_config()
-    cfg["serving"]["poll_seconds"] = 0.05
+    cfg = load_config().replace(serving={"poll_seconds": 0.05})
     app = create_app(settings_for(tmp_path / "home", reg_dir), cfg=cfg)
     stop = threading.Event()
     statuses: Counter[int] = Counter()

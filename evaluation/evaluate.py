@@ -17,18 +17,28 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from models.base import Recommender, top_k
-from models.data import TrainData
-from models.metrics import catalogue_coverage, intra_list_diversity, novelty, ranking_metrics
+from core.ranking import top_k
+from evaluation.data import TrainData
+from evaluation.metrics import catalogue_coverage, intra_list_diversity, novelty, ranking_metrics
 
 SPLITS = ("valid", "test")
 
 
-def align_indices(model: Recommender, data: TrainData) -> tuple[np.ndarray, np.ndarray] | None:
+class Ranker(Protocol):
+    """What evaluation needs of a model (every ``models.base.Recommender`` is one): its ids and full scores."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+
+    def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+def align_indices(model: Ranker, data: TrainData) -> tuple[np.ndarray, np.ndarray] | None:
     """``(user_map, item_map)`` from ``data`` indices to the model's (−1 where unknown), or ``None``
     when the model was trained on exactly ``data``'s indices."""
     if len(model.item_ids) == 0 or (
@@ -54,7 +64,7 @@ def split_histories(data: TrainData, split: str, users: np.ndarray) -> list[np.n
 
 
 def score_users(
-    model: Recommender,
+    model: Ranker,
     data: TrainData,
     users: np.ndarray,
     histories: Sequence[np.ndarray],
@@ -73,7 +83,7 @@ def score_users(
 
 
 def evaluate(
-    model: Recommender,
+    model: Ranker,
     data: TrainData,
     split: str = "test",
     ks: Sequence[int] = (10, 20),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from models import metrics
+from evaluation import metrics
 
 RANKED = np.array([[3, 1, 2], [0, 4, 5]])
 TARGETS = [{1}, np.array([5, 0])]

@@ -41,6 +41,11 @@ def finite_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     return {metric_key(k): float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
 
 
+def json_safe_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """NaN/inf become None so the metrics are valid JSON (Airflow XCom, reports, manifests)."""
+    return {k: (float(v) if v is not None and math.isfinite(float(v)) else None) for k, v in metrics.items()}
+
+
 def configure(settings: Settings) -> str:
     """Point MLflow at ``settings`` (tracking + registry URI) and return the experiment id, creating the
     experiment with ``settings.artifact_root`` as its artifact location when it does not exist."""

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.base import UNKNOWN_USER, Recommender, register
-from models.registry import (
+from core.registry import (
     CHAMPION,
     MANIFEST,
     RegistryError,
@@ -21,6 +20,7 @@ from models.registry import (
     publish_champion,
     sha256_file,
 )
+from models.base import UNKNOWN_USER, Recommender, register
 
 
 @register

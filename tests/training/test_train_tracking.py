@@ -12,11 +12,11 @@ import pytest
 from mlflow import MlflowClient
 
 from core.settings import get_settings
+from evaluation.data import TrainData
 from models.base import Recommender
-from models.data import TrainData
-from models.tracking import metric_key
-from models.train import train_model
-from tests.models.test_data import _write_gold
+from tests.evaluation.test_data import _write_gold
+from training.tracking import metric_key
+from training.train import train_model
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from core.config import load_config
+from core.config import Config, SplitConfig, load_config
 from core.contract import (
     ATTRIBUTES_COL,
     AVAILABLE_COL,
@@ -93,30 +93,30 @@ class TrainData:
         events: pd.DataFrame,
         items: pd.DataFrame | None = None,
         protocol: str | None = None,
-        cfg: dict[str, Any] | None = None,
+        cfg: Config | None = None,
         reference_ts: Any = None,
     ) -> TrainData:
         """Build from a contract events frame (``user_id, item_id, event_type, ts``) and an optional
         catalogue, aggregating and splitting exactly as the Spark features/split jobs do.
 
         ``reference_ts`` is the instant ages are measured to for the decay (the end of the data
-        interval); default: the latest event. ``protocol`` defaults to ``cfg["split"]["protocol"]``.
+        interval); default: the latest event. ``protocol`` defaults to ``cfg.split.protocol``.
         """
         cfg = cfg if cfg is not None else load_config()
-        protocol = protocol or cfg["split"]["protocol"]
+        protocol = protocol or cfg.split.protocol
         interactions, meta = aggregate_interactions(
             events,
-            weights={k: float(v) for k, v in cfg["events"]["weights"].items()},
-            half_life_days=float(cfg["events"]["half_life_days"]),
+            weights=cfg.events.weights,
+            half_life_days=cfg.events.half_life_days,
             reference_ts=reference_ts,
         )
-        train, valid, test, split_meta = split_interactions(interactions, protocol, cfg["split"])
+        train, valid, test, split_meta = split_interactions(interactions, protocol, cfg.split)
         meta.update(split_meta)
         meta.update({"source": "events", "protocol": protocol})
         return assemble(train, valid, test, items, meta)
 
     @classmethod
-    def from_gold(cls, gold_dir: str | os.PathLike[str], cfg: dict[str, Any] | None = None) -> TrainData:
+    def from_gold(cls, gold_dir: str | os.PathLike[str], cfg: Config | None = None) -> TrainData:
         """Build from a gold partition (``gold/<run_date>/``) written by the Spark jobs, with pyarrow only.
 
         Reads ``split=train`` (weights, first interaction time), ``split=valid``, ``split=test`` and
@@ -130,7 +130,7 @@ class TrainData:
         valid = _read_parquet(root / "split=valid", [USER_COL, ITEM_COL, TS_COL]).rename(columns={TS_COL: "first_ts"})
         test = _read_parquet(root / "split=test", [USER_COL, ITEM_COL, TS_COL]).rename(columns={TS_COL: "first_ts"})
         items = _read_parquet(root / "items", None) if (root / "items").exists() else None
-        protocol = (cfg or load_config())["split"]["protocol"] if cfg is not None else None
+        protocol = cfg.split.protocol if cfg is not None else None
         meta: dict[str, object] = {"source": "gold", "gold_dir": str(root)}
         if protocol is not None:
             meta["protocol"] = protocol
@@ -225,7 +225,7 @@ def aggregate_interactions(
 
 
 def split_interactions(
-    interactions: pd.DataFrame, protocol: str, split_cfg: dict[str, Any]
+    interactions: pd.DataFrame, protocol: str, split: SplitConfig
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, object]]:
     """Split aggregated interactions into train / valid / test (rules in docs/ARCHITECTURE.md).
 
@@ -238,7 +238,7 @@ def split_interactions(
     frame = interactions.sort_values([USER_COL, "first_ts", ITEM_COL], kind="mergesort").reset_index(drop=True)
     meta: dict[str, object] = {}
     if protocol == "leave-one-out":
-        min_items = int(split_cfg["min_user_items"])
+        min_items = split.min_user_items
         from_end = frame.groupby(USER_COL, sort=False).cumcount(ascending=False).to_numpy()
         n_user = frame.groupby(USER_COL, sort=False)[ITEM_COL].transform("size").to_numpy()
         eligible = n_user >= min_items
@@ -252,8 +252,8 @@ def split_interactions(
         first = _utc(frame["first_ts"])
         t_min, t_max = first.min(), first.max()
         span = t_max - t_min
-        test_cut = t_max - span * float(split_cfg["temporal_test_fraction"])
-        valid_cut = test_cut - span * float(split_cfg["temporal_valid_fraction"])
+        test_cut = t_max - span * split.temporal_test_fraction
+        valid_cut = test_cut - span * split.temporal_valid_fraction
         is_test = (first > test_cut).to_numpy()
         is_valid = ((first > valid_cut) & (first <= test_cut)).to_numpy()
         train = frame.loc[~is_test & ~is_valid]

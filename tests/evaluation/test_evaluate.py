@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from core.config import load_config
+from evaluation.data import TrainData
+from evaluation.evaluate import evaluate, split_histories
 from models.base import EpochCallback, Recommender
-from models.data import TrainData
-from models.evaluate import evaluate, split_histories
 from models.popularity import PopularityRecommender
-from tests.models.test_data import EVENTS, ITEMS, beauty_events
+from tests.evaluation.test_data import EVENTS, ITEMS, beauty_events
 
 
 class FixedScores(Recommender):

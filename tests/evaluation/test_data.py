@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from core.config import load_config
-from models.data import TrainData, price_bands
+from evaluation.data import TrainData, price_bands
 from tests.conftest import require_shared
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
@@ -73,8 +73,8 @@ def test_weights_are_event_weighted_and_decayed() -> None:
     cfg = load_config()
     ref = T0 + pd.Timedelta(days=30)
     data = TrainData.from_events(EVENTS, None, protocol="leave-one-out", cfg=cfg, reference_ts=ref)
-    w = cfg["events"]["weights"]
-    half = cfg["events"]["half_life_days"]
+    w = cfg.events.weights
+    half = cfg.events.half_life_days
     expected_a = w["view"] * 0.5 ** (30 / half) + w["purchase"]
     assert data.train[0, 0] == pytest.approx(expected_a)
     assert data.train[1, 1] == pytest.approx(w["view"] * 0.5 ** (26 / half))
@@ -82,7 +82,7 @@ def test_weights_are_event_weighted_and_decayed() -> None:
 
 def test_temporal_split_drops_cold_targets() -> None:
     cfg = load_config()
-    cfg["split"].update(temporal_test_fraction=0.2, temporal_valid_fraction=0.2)
+    cfg = cfg.replace(split={"temporal_test_fraction": 0.2, "temporal_valid_fraction": 0.2})
     ev = _events(
         [
             ("u1", "a", "view", 0),
@@ -139,11 +139,11 @@ def test_bad_input_names_the_field() -> None:
 
 def _write_gold(data_events: pd.DataFrame, items: pd.DataFrame, root: Path) -> None:
     """Gold tables in the documented schema, written with pandas (the Spark job writes the same columns)."""
-    from models.data import aggregate_interactions, split_interactions
+    from evaluation.data import aggregate_interactions, split_interactions
 
     cfg = load_config()
-    inter, _ = aggregate_interactions(data_events, cfg["events"]["weights"], cfg["events"]["half_life_days"])
-    train, valid, test, _ = split_interactions(inter, "leave-one-out", cfg["split"])
+    inter, _ = aggregate_interactions(data_events, cfg.events.weights, cfg.events.half_life_days)
+    train, valid, test, _ = split_interactions(inter, "leave-one-out", cfg.split)
     for name, frame in (("split=train", train), ("split=valid", valid), ("split=test", test)):
         (root / name).mkdir(parents=True)
         if name != "split=train":

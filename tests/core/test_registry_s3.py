@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.registry import CHAMPION, MANIFEST, RegistryError, ServingRegistry, publish_champion
 from models.base import Recommender
-from models.registry import CHAMPION, MANIFEST, RegistryError, ServingRegistry, publish_champion
-from tests.models.test_registry import export_toy, make_toy
+from tests.core.test_registry import export_toy, make_toy
 from tests.services import S3Server, s3_env, s3_server  # noqa: F401
 
 pytestmark = pytest.mark.services

@@ -403,13 +403,13 @@ def publish_champion(
 ) -> dict[str, Any]:
     """Publish a promoted training candidate to the serving registry and make it the champion.
 
-    ``candidate`` is ``models.train.train_model``'s result: ``model_name``, ``model_version``,
+    ``candidate`` is ``training.train.train_model``'s result: ``model_name``, ``model_version``,
     ``run_id``, ``metrics``, ``artifact_dir`` and the data window (``data_window`` {start, end} or
     ``data_start``/``data_end``), optionally ``run_date``. Returns the ``champion.json`` pointer.
     """
     missing = [k for k in ("model_name", "model_version", "artifact_dir") if candidate.get(k) in (None, "")]
     if missing:
-        raise ValueError(f"candidate lacks {missing}; pass the dict returned by models.train.train_model")
+        raise ValueError(f"candidate lacks {missing}; pass the dict returned by training.train.train_model")
     window = candidate.get("data_window") or {
         "start": candidate.get("data_start"),
         "end": candidate.get("data_end"),

@@ -1,14 +1,13 @@
 """Train one model on one gold partition inside one MLflow run, and register it.
 
 Called by the DAG's ``train_<model>`` tasks and the pipeline runner; the returned dict is what
-``models.promote.compare_and_promote`` and ``models.registry.publish_champion`` consume.
+``training.promote.compare_and_promote`` and ``core.registry.publish_champion`` consume.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import os
 import tempfile
 import time
@@ -19,17 +18,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from core.config import load_config
+from core import artifacts
+from core.config import Config, load_config
 from core.settings import Settings, get_settings
-from models import tracking
+from evaluation.data import TrainData
+from evaluation.evaluate import evaluate
 from models.base import get_model_class
-from models.data import TrainData
-from models.evaluate import evaluate
 from models.popularity import fallback_lists
+from training import tracking
 
-FALLBACK_FILE = "fallback.json"
-HISTORY_FILE = "history.npz"
-ITEMS_FILE = "items.json"
 FALLBACK_SIZE = 500
 
 
@@ -48,7 +45,7 @@ def train_model(
     run_date: dt.date | str,
     profile: str = "quick",
     settings: Settings | None = None,
-    cfg: dict[str, Any] | None = None,
+    cfg: Config | None = None,
 ) -> dict[str, Any]:
     """Fit ``model_name`` on ``gold_dir``'s train split, evaluate it on test, log everything to MLflow
     and register a version of ``settings.mlflow_registered_model``.
@@ -61,8 +58,8 @@ def train_model(
     run_day = _iso(run_date)
     data = TrainData.from_gold(gold_dir, cfg)
     klass = get_model_class(model_name)
-    model = klass(profile=profile, seed=int(cfg["train"]["seed"]), device=settings.device)
-    ks = tuple(int(k) for k in cfg["train"]["k"])
+    model = klass(profile=profile, seed=cfg.train.seed, device=settings.device)
+    ks = tuple(cfg.train.k)
     window = {"start": data.meta.get("data_start"), "end": data.meta.get("data_end")}
 
     tracking.configure(settings)
@@ -81,7 +78,7 @@ def train_model(
         mlflow.log_params({**model.params, "profile": profile, "model_name": model_name})
         mlflow.log_params(
             {
-                "protocol": data.meta.get("protocol", cfg["split"]["protocol"]),
+                "protocol": data.meta.get("protocol", cfg.split.protocol),
                 "n_users": data.n_users,
                 "n_items": data.n_items,
                 "n_train": data.train.nnz,
@@ -107,12 +104,12 @@ def train_model(
             png = tracking.save_training_curve(curve, Path(tmp) / "training_curve.png")
             if png is not None:
                 mlflow.log_artifact(str(png), artifact_path="plots")
-            (Path(tmp) / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
+            (Path(tmp) / "metrics.json").write_text(json.dumps(tracking.json_safe_metrics(metrics), indent=2))
             mlflow.log_artifact(str(Path(tmp) / "metrics.json"))
 
         out = export_dir(settings, model_name, run_id)
         model.export(out)
-        write_serving_files(out, data, gold_dir)
+        write_serving_files(out, data, read_gold_items(gold_dir))
         _, version = tracking.log_recommender(
             out,
             settings.mlflow_registered_model,
@@ -122,7 +119,7 @@ def train_model(
         "model_name": model_name,
         "run_id": run_id,
         "model_version": version,
-        "metrics": _json_safe(metrics),
+        "metrics": tracking.json_safe_metrics(metrics),
         "artifact_dir": str(out),
         "train_seconds": train_seconds,
         "run_date": run_day,
@@ -133,18 +130,19 @@ def train_model(
     }
 
 
-def write_serving_files(out: Path, data: TrainData, gold_dir: str | os.PathLike[str]) -> None:
-    """Files the scoring API reads next to the model: the cold-start lists, each known user's full
-    history and the item metadata (formats in docs/ARCHITECTURE.md, "Artifact files")."""
-    (out / FALLBACK_FILE).write_text(json.dumps(fallback_lists(data, n=FALLBACK_SIZE)))
-    indptr, indices = full_histories(data)
-    with open(out / HISTORY_FILE, "wb") as fh:
-        np.savez(fh, indptr=indptr, indices=indices)
-    (out / ITEMS_FILE).write_text(json.dumps(item_metadata(data, Path(gold_dir) / "items")))
+def write_serving_files(out: Path, data: TrainData, items: pd.DataFrame | None) -> list[str]:
+    """The files the scoring API reads next to the model (``core.artifacts``): the cold-start lists,
+    each known user's full history and the item metadata from the ``items`` catalogue frame."""
+    return artifacts.write_serving_files(
+        out,
+        fallback=fallback_lists(data, n=FALLBACK_SIZE),
+        histories=full_histories(data),
+        items=item_metadata(data, items),
+    )
 
 
-def full_histories(data: TrainData) -> tuple[np.ndarray, np.ndarray]:
-    """CSR (indptr, indices) of every user's items in time order: train sequence, then valid, then test.
+def full_histories(data: TrainData) -> list[np.ndarray]:
+    """Every user's items in time order: train sequence, then valid, then test.
 
     At serving time everything up to now has happened, so a user's most recent items (the ones a
     sequential encoder weighs most) include the held-out ones.
@@ -155,38 +153,24 @@ def full_histories(data: TrainData) -> tuple[np.ndarray, np.ndarray]:
         for split in (data.valid, data.test):
             if user in split:
                 parts.append(np.asarray(split[user], dtype=np.int64))
-        rows.append(np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64))
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    indices = np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, dtype=np.int32)
-    return indptr, indices
+        rows.append(np.concatenate(parts))
+    return rows
 
 
-def item_metadata(data: TrainData, items_dir: Path) -> list[dict[str, Any]]:
-    """Item metadata in the model's item order: ``item_id, category, brand, price, available``."""
+def item_metadata(data: TrainData, items: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Item metadata rows in the model's item order (``core.artifacts.ITEM_FIELDS``; unknown → default)."""
     ids = [str(i) for i in data.item_ids]
-    frame = pd.read_parquet(items_dir) if items_dir.exists() else pd.DataFrame({"item_id": ids})
+    frame = items if items is not None else pd.DataFrame({"item_id": ids})
     frame = frame.assign(item_id=frame["item_id"].astype(str)).drop_duplicates("item_id").set_index("item_id")
     frame = frame.reindex(ids)
-    defaults = {"category": None, "brand": None, "price": None, "available": True}
     columns = {
         col: (frame[col].tolist() if col in frame.columns else [default] * len(ids))
-        for col, default in defaults.items()
+        for col, default in artifacts.ITEM_FIELDS.items()
     }
-    return [
-        {"item_id": item, **{col: _plain(columns[col][n], default) for col, default in defaults.items()}}
-        for n, item in enumerate(ids)
-    ]
+    return [{"item_id": item, **{col: columns[col][n] for col in artifacts.ITEM_FIELDS}} for n, item in enumerate(ids)]
 
 
-def _plain(value: Any, default: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return default
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
-    """NaN/inf become None so the result is valid JSON (Airflow XCom, reports)."""
-    return {k: (float(v) if v is not None and math.isfinite(float(v)) else None) for k, v in metrics.items()}
+def read_gold_items(gold_dir: str | os.PathLike[str]) -> pd.DataFrame | None:
+    """The gold ``items`` table of a run, or None when the run has none."""
+    path = Path(gold_dir) / "items"
+    return pd.read_parquet(path) if path.exists() else None

@@ -12,10 +12,10 @@ from mlflow import MlflowClient
 
 from core.config import load_config
 from core.settings import get_settings
-from models.promote import compare_and_promote, decide
-from models.train import train_model
-from tests.models.test_data import _write_gold
-from tests.models.test_train_tracking import small_events
+from tests.evaluation.test_data import _write_gold
+from tests.training.test_train_tracking import small_events
+from training.promote import compare_and_promote, decide
+from training.train import train_model
 
 
 def test_decide_rules() -> None:
@@ -84,7 +84,7 @@ def test_promotion_cycle(recsys_home: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_publishes_to_the_real_serving_registry(recsys_home: Path, tmp_path: Path) -> None:
-    from models.registry import ServingRegistry, publish_champion
+    from core.registry import ServingRegistry, publish_champion
 
     day1 = _gold(tmp_path / "gold" / "2024-01-03", seed=0, n_users=40)
     pop = train_model("popularity", day1, "2024-01-03")

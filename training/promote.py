@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.config import load_config
+from core.config import Config, load_config
 from core.settings import Settings, get_settings
-from models import tracking
+from evaluation.data import TrainData
+from evaluation.evaluate import evaluate
 from models.base import Recommender
-from models.data import TrainData
-from models.evaluate import evaluate
 from models.popularity import PopularityRecommender
+from training import tracking
 
 POPULARITY = "popularity"
 
@@ -68,7 +68,7 @@ def decide(
 
 
 def _serving_has_champion(settings: Settings) -> bool:
-    from models.registry import ServingRegistry
+    from core.registry import ServingRegistry
 
     return ServingRegistry.from_settings(settings).champion() is not None
 
@@ -78,7 +78,7 @@ def compare_and_promote(
     gold_dir: str | os.PathLike[str],
     run_date: dt.date | str,
     settings: Settings | None = None,
-    cfg: dict[str, Any] | None = None,
+    cfg: Config | None = None,
     promote: bool = True,
     publish: Callable[[Mapping[str, Any]], Any] | None = None,
     serving_has_champion: Callable[[], bool] | None = None,
@@ -87,14 +87,14 @@ def compare_and_promote(
 
     The alias moves and ``publish(winner)`` is called only when a candidate wins and ``promote`` is set.
     When the serving registry has no champion yet (``serving_has_champion``, default: ask
-    ``models.registry``), the MLflow champion — or failing that the winner — is published so that
+    ``core.registry``), the MLflow champion — or failing that the winner — is published so that
     serving has a model. Returns a JSON-safe decision record.
     """
     settings = settings or get_settings()
     cfg = cfg if cfg is not None else load_config()
-    rules = cfg["promotion"]
-    metric, margin = str(rules["metric"]), float(rules["margin"])
-    ks = tuple(int(k) for k in cfg["train"]["k"])
+    rules = cfg.promotion
+    metric, margin = rules.metric, rules.margin
+    ks = tuple(cfg.train.k)
     data = TrainData.from_gold(gold_dir, cfg)
     gold = str(Path(gold_dir))
 
@@ -108,7 +108,7 @@ def compare_and_promote(
             continue
         metrics = dict(cand.get("metrics") or {})
         if cand.get("gold_dir") not in (None, gold) or _value(metrics, metric) is None:
-            metrics = _json_safe(evaluate(Recommender.load(cand["artifact_dir"]), data, "test", ks=ks))
+            metrics = tracking.json_safe_metrics(evaluate(Recommender.load(cand["artifact_dir"]), data, "test", ks=ks))
         usable[name] = {**cand, "metrics": metrics}
         results[name] = {"model_version": str(cand["model_version"]), "run_id": cand.get("run_id"), "metrics": metrics}
 
@@ -124,7 +124,7 @@ def compare_and_promote(
     if version is not None:
         tags = version.tags or {}
         champ_dir = tracking.materialize_version(settings, version)
-        champ_metrics = _json_safe(evaluate(Recommender.load(champ_dir), data, "test", ks=ks))
+        champ_metrics = tracking.json_safe_metrics(evaluate(Recommender.load(champ_dir), data, "test", ks=ks))
         champion_record = {
             "model_name": tags.get("model_name"),
             "model_version": str(version.version),
@@ -145,7 +145,7 @@ def compare_and_promote(
         baseline,
         _value(champion_record["metrics"], metric) if champion_record else None,
         margin,
-        bool(rules.get("must_beat_popularity", True)),
+        rules.must_beat_popularity,
     )
     promoted = bool(wins and promote and winner is not None)
     published: Any = None
@@ -186,7 +186,3 @@ def _run_window(run_id: str) -> dict[str, str | None]:
 
     tags = MlflowClient().get_run(run_id).data.tags
     return {"start": tags.get("data_start"), "end": tags.get("data_end")}
-
-
-def _json_safe(metrics: Mapping[str, float]) -> dict[str, float | None]:
-    return {k: (float(v) if v is not None and math.isfinite(float(v)) else None) for k, v in metrics.items()}

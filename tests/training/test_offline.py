@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.offline import main, resolve_model, write_topk_csv
 from tests.conftest import PROJECT_ROOT, require_shared
+from training.offline import main, resolve_model, write_topk_csv
 
 METRIC_KEYS = {f"{m}@{k}" for m in ("hr", "recall", "ndcg", "mrr") for k in (10, 20)} | {
     "coverage@10",
