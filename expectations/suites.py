@@ -106,7 +106,7 @@ def raw_events_suite(
     unknown = _fraction("raw_unknown_event_type_max_fraction", unknown_event_type_max_fraction)
     missing_price = _fraction("raw_missing_price_max_fraction", missing_price_max_fraction)
     expectations: list[gxe.Expectation] = []
-    name_ = RAW_EVENTS
+    suite_name = RAW_EVENTS
     expectations.append(
         gxe.ExpectTableColumnsToMatchSet(
             column_set=list(EVENT_COLUMNS),
@@ -141,7 +141,7 @@ def raw_events_suite(
             )
         )
     expectations.append(_min_value(QUANTITY_COL, 1, "an event moves at least one unit"))
-    return _suite(name_, expectations)
+    return _suite(suite_name, expectations)
 
 
 def clean_events_suite(
@@ -154,7 +154,7 @@ def clean_events_suite(
     when the feed carries prices, see ``raw_events_suite``)."""
     price_fraction = _fraction("clean_min_price_fraction", min_price_fraction)
     expectations: list[gxe.Expectation] = []
-    name_ = CLEAN_EVENTS
+    suite_name = CLEAN_EVENTS
     expectations.append(
         gxe.ExpectTableRowCountToBeBetween(
             min_value=int(min_events),
@@ -178,13 +178,13 @@ def clean_events_suite(
                 PRICE_COL, "clean fills prices from the catalogue; validation.clean_min_price_fraction", price_fraction
             )
         )
-    return _suite(name_, expectations)
+    return _suite(suite_name, expectations)
 
 
 def items_suite() -> gx.ExpectationSuite:
     """Silver items: one row per item, sane prices, a boolean availability flag."""
     expectations: list[gxe.Expectation] = []
-    name_ = ITEMS
+    suite_name = ITEMS
     expectations.append(_not_null(ITEM_COL, "every catalogue row names its item"))
     expectations.append(_unique(ITEM_COL, "silver items hold one row per item"))
     expectations.append(_min_value(PRICE_COL, 0, "a negative catalogue price is never valid"))
@@ -193,13 +193,13 @@ def items_suite() -> gx.ExpectationSuite:
             column=AVAILABLE_COL, type_="BooleanType", description=f"{AVAILABLE_COL} is a boolean column"
         )
     )
-    return _suite(name_, expectations)
+    return _suite(suite_name, expectations)
 
 
 def interactions_suite(min_users: int, min_items: int, name: str = GOLD_INTERACTIONS) -> gx.ExpectationSuite:
     """Gold interactions (also used for ``split=train``): one positive-weight row per (user, item), enough of both."""
     expectations: list[gxe.Expectation] = []
-    name_ = name
+    suite_name = name
     for column in (USER_COL, ITEM_COL):
         expectations.append(_not_null(column, "every interaction names its user and item"))
     expectations.append(_min_value(WEIGHT_COL, 0, "a kept interaction always has a positive weight", strict=True))
@@ -223,22 +223,22 @@ def interactions_suite(min_users: int, min_items: int, name: str = GOLD_INTERACT
             description=f"at least {int(min_items)} distinct items (validation.min_items)",
         )
     )
-    return _suite(name_, expectations)
+    return _suite(suite_name, expectations)
 
 
 def gold_users_suite() -> gx.ExpectationSuite:
     """Gold users: one row per user."""
     expectations: list[gxe.Expectation] = []
-    name_ = GOLD_USERS
+    suite_name = GOLD_USERS
     expectations.append(_not_null(USER_COL, "every user row names its user"))
     expectations.append(_unique(USER_COL, "gold users hold one row per user"))
-    return _suite(name_, expectations)
+    return _suite(suite_name, expectations)
 
 
 def gold_items_suite() -> gx.ExpectationSuite:
     """Gold items: one row per item, price band in 0..5, no negative price."""
     expectations: list[gxe.Expectation] = []
-    name_ = GOLD_ITEMS
+    suite_name = GOLD_ITEMS
     expectations.append(_not_null(ITEM_COL, "every item row names its item"))
     expectations.append(_unique(ITEM_COL, "gold items hold one row per item"))
     expectations.append(_min_value(PRICE_COL, 0, "a negative price is never valid"))
@@ -250,13 +250,13 @@ def gold_items_suite() -> gx.ExpectationSuite:
             description="price_band is a quintile 1..5, or 0 when the price is unknown",
         )
     )
-    return _suite(name_, expectations)
+    return _suite(suite_name, expectations)
 
 
 def split_checks_suite() -> gx.ExpectationSuite:
     """Valid/test rows against train: no held-out pair seen in train, every held-out user has train history."""
     expectations: list[gxe.Expectation] = []
-    name_ = GOLD_SPLIT_CHECKS
+    suite_name = GOLD_SPLIT_CHECKS
     expectations.append(
         gxe.ExpectTableRowCountToBeBetween(min_value=1, description="valid + test hold at least one row to evaluate on")
     )
@@ -272,7 +272,7 @@ def split_checks_suite() -> gx.ExpectationSuite:
             description="every valid/test user_id also appears in train (models need a history to score)",
         )
     )
-    return _suite(name_, expectations)
+    return _suite(suite_name, expectations)
 
 
 #: Columns that identify a row of each validated table; a failure report names offending rows by them.

@@ -59,12 +59,12 @@ class BPRRecommender(Recommender):
 
     # ---- training ---------------------------------------------------------------------------
     def _fit(self, data: TrainData, callback: EpochCallback | None) -> None:
-        p = self.params
-        gen = seed_everything(int(p["seed"]))
-        rng = np.random.default_rng(int(p["seed"]))
-        device = pick_device(p["device"])
+        params = self.params
+        gen = seed_everything(int(params["seed"]))
+        rng = np.random.default_rng(int(params["seed"]))
+        device = pick_device(params["device"])
         self.device_used = str(device)
-        n_users, n_items, dim = data.n_users, data.n_items, int(p["dim"])
+        n_users, n_items, dim = data.n_users, data.n_items, int(params["dim"])
         coo = data.train.tocoo()
         pos_u = coo.row.astype(np.int64)
         pos_i = coo.col.astype(np.int64)
@@ -79,16 +79,16 @@ class BPRRecommender(Recommender):
         nn.init.normal_(item_emb.weight, std=0.1)
         nn.init.zeros_(bias.weight)
         modules = (user_emb, item_emb, bias)
-        optimiser = torch.optim.Adam([m.weight for m in modules], lr=float(p["lr"]))
-        l2 = float(p["l2"])
-        batch = int(p["batch_size"])
+        optimiser = torch.optim.Adam([m.weight for m in modules], lr=float(params["lr"]))
+        l2 = float(params["l2"])
+        batch = int(params["batch_size"])
         u_all = torch.from_numpy(pos_u).to(device)
         i_all = torch.from_numpy(pos_i).to(device)
 
         val_users = self._validation_users(data, rng)
         best_ndcg, best_epoch, best_state = -1.0, -1, None
         start = time.perf_counter()
-        for epoch in range(int(p["epochs"])):
+        for epoch in range(int(params["epochs"])):
             order = torch.randperm(len(pos_u), generator=gen).to(device)
             neg_all = torch.from_numpy(sample_negatives(pos_u, positive_codes, n_items, rng)).to(device)
             total, seen = 0.0, 0
@@ -118,7 +118,7 @@ class BPRRecommender(Recommender):
             self.history.append({"epoch": float(epoch), **metrics})
             if callback is not None:
                 callback(epoch, metrics)
-            if val_users is not None and epoch - best_epoch >= int(p["patience"]):
+            if val_users is not None and epoch - best_epoch >= int(params["patience"]):
                 break
         if best_state is not None:
             self._restore(best_state)

@@ -128,19 +128,19 @@ class ItemKNN(Recommender):
     }
 
     def _fit(self, data: TrainData, callback: EpochCallback | None) -> None:
-        p = self.params
-        sim_name = _check_similarity(str(p["similarity"]), self.name)
-        x = interaction_matrix(data.train, bool(p["binary"])).T.tocsr()
+        params = self.params
+        sim_name = _check_similarity(str(params["similarity"]), self.name)
+        x = interaction_matrix(data.train, bool(params["binary"])).T.tocsr()
         norms = _norms(x, sim_name)
         blocks = []
         step = SIMILARITY_BLOCK_ROWS
         for start in range(0, x.shape[0], step):
             block = pairwise_similarity(
-                x[start : start + step], x, sim_name, float(p["shrink"]), norms[start : start + step], norms
+                x[start : start + step], x, sim_name, float(params["shrink"]), norms[start : start + step], norms
             )
             block.setdiag(0.0)
             block.eliminate_zeros()
-            blocks.append(keep_top_n(block, int(p["neighbours"])))
+            blocks.append(keep_top_n(block, int(params["neighbours"])))
         self.sim = sp.csr_matrix(sp.vstack(blocks), dtype=np.float32) if blocks else sp.csr_matrix((0, 0))
         self.history.append({"epoch": 1.0, "neighbour_pairs": float(self.sim.nnz)})
         if callback is not None:
@@ -185,14 +185,14 @@ class UserKNN(Recommender):
 
     def neighbours(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> sp.csr_matrix:
         """(len(users), n_train_users) sparse top-``neighbours`` similarities; a known user is not its own neighbour."""
-        p = self.params
-        sim_name = str(p["similarity"])
-        h = history_matrix(histories, self.x.shape[1], float(p["recency_decay"]))
-        sim = pairwise_similarity(h, self.x, sim_name, float(p["shrink"]), _norms(h, sim_name), self.norms)
+        params = self.params
+        sim_name = str(params["similarity"])
+        h = history_matrix(histories, self.x.shape[1], float(params["recency_decay"]))
+        sim = pairwise_similarity(h, self.x, sim_name, float(params["shrink"]), _norms(h, sim_name), self.norms)
         rows = np.repeat(np.arange(sim.shape[0]), np.diff(sim.indptr))
         sim.data[sim.indices == np.asarray(users, dtype=np.int64)[rows]] = 0.0
         sim.eliminate_zeros()
-        return keep_top_n(sim, int(p["neighbours"]))
+        return keep_top_n(sim, int(params["neighbours"]))
 
     def score(self, users: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
         return np.asarray((self.neighbours(users, histories) @ self.x).todense(), dtype=np.float32)

@@ -131,11 +131,11 @@ class SASRec(Recommender):
     }
 
     def _fit(self, data: TrainData, callback: EpochCallback | None) -> None:
-        p = self.params
-        gen = seed_everything(int(p["seed"]))
-        device = pick_device(str(p["device"]))
+        params = self.params
+        gen = seed_everything(int(params["seed"]))
+        device = pick_device(str(params["device"]))
         self.device_used = str(device)
-        max_len = int(p["max_len"])
+        max_len = int(params["max_len"])
         seqs = [s for s in data.sequences if len(s) >= 2]
         if not seqs:
             raise ValueError("sasrec: no user has 2+ train items in data.sequences; cannot train a sequence model")
@@ -143,15 +143,17 @@ class SASRec(Recommender):
         inputs, targets = torch.from_numpy(tokens[:, :-1]), torch.from_numpy(tokens[:, 1:])
         lengths = (targets > 0).sum(dim=1)
         self.net = self._build(data.n_items).to(device)
-        opt = torch.optim.Adam(self.net.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
-        stopper = EarlyStopping(int(p["patience"]))
-        val_users = validation_users(data, int(p["val_users"]), int(p["seed"]))
+        opt = torch.optim.Adam(
+            self.net.parameters(), lr=float(params["lr"]), weight_decay=float(params["weight_decay"])
+        )
+        stopper = EarlyStopping(int(params["patience"]))
+        val_users = validation_users(data, int(params["val_users"]), int(params["seed"]))
         start = time.perf_counter()
-        deadline = start + 60.0 * float(p["max_minutes"])
-        for epoch in range(1, int(p["epochs"]) + 1):
+        deadline = start + 60.0 * float(params["max_minutes"])
+        for epoch in range(1, int(params["epochs"]) + 1):
             self.net.train()
             total, n_pos = 0.0, 0
-            batches = length_bucketed_batches(lengths, int(p["batch_size"]), gen)
+            batches = length_bucketed_batches(lengths, int(params["batch_size"]), gen)
             for idx in progress(batches, desc=f"sasrec epoch {epoch}", total=len(batches)):
                 width = int(lengths[idx].max())
                 x, y = inputs[idx, -width:].to(device), targets[idx, -width:].to(device)
@@ -180,9 +182,14 @@ class SASRec(Recommender):
         self.train_seconds = time.perf_counter() - start
 
     def _build(self, n_items: int) -> SASRecNet:
-        p = self.params
+        params = self.params
         return SASRecNet(
-            n_items, int(p["hidden"]), int(p["n_blocks"]), int(p["n_heads"]), int(p["max_len"]), float(p["dropout"])
+            n_items,
+            int(params["hidden"]),
+            int(params["n_blocks"]),
+            int(params["n_heads"]),
+            int(params["max_len"]),
+            float(params["dropout"]),
         )
 
     # ---- scoring --------------------------------------------------------------------------

@@ -146,10 +146,10 @@ class TwoTower(Recommender):
     }
 
     def _fit(self, data: TrainData, callback: EpochCallback | None) -> None:
-        p = self.params
-        gen = seed_everything(int(p["seed"]))
-        rng = np.random.default_rng(int(p["seed"]))
-        device = pick_device(str(p["device"]))
+        params = self.params
+        gen = seed_everything(int(params["seed"]))
+        rng = np.random.default_rng(int(params["seed"]))
+        device = pick_device(str(params["device"]))
         self.device_used = str(device)
         self.table = ContentTable(data.item_features, data.n_items)
         self.warm = torch.as_tensor(np.asarray(data.train.getnnz(axis=0)) > 0).float()
@@ -158,14 +158,14 @@ class TwoTower(Recommender):
         if not seqs:
             raise ValueError("two_tower: no user has 2+ train items in data.sequences; nothing to learn from")
         params = list(self.item_tower.parameters()) + list(self.user_tower.parameters())
-        opt = torch.optim.Adam(params, lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
-        stopper = EarlyStopping(int(p["patience"]))
-        val_users = validation_users(data, int(p["val_users"]), int(p["seed"]))
-        batch, n_neg = int(p["batch_size"]), int(p["n_negatives"])
+        opt = torch.optim.Adam(params, lr=float(params["lr"]), weight_decay=float(params["weight_decay"]))
+        stopper = EarlyStopping(int(params["patience"]))
+        val_users = validation_users(data, int(params["val_users"]), int(params["seed"]))
+        batch, n_neg = int(params["batch_size"]), int(params["n_negatives"])
         start = time.perf_counter()
-        deadline = start + 60.0 * float(p["max_minutes"])
-        for epoch in range(1, int(p["epochs"]) + 1):
-            hist, target = self._examples(seqs, int(p["samples_per_user"]), rng)
+        deadline = start + 60.0 * float(params["max_minutes"])
+        for epoch in range(1, int(params["epochs"]) + 1):
+            hist, target = self._examples(seqs, int(params["samples_per_user"]), rng)
             order = torch.randperm(len(target), generator=gen)
             self.item_tower.train()
             self.user_tower.train()
