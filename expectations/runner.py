@@ -306,6 +306,8 @@ def validate_stage(
     summary["data_docs"] = str(docs_dir / "index.html")
     summary["summary_path"] = str(run_dir / f"validation_{stage}.json")
     summary["seconds"] = round(time.perf_counter() - started, 3)
+    if not summary["success"]:
+        summary["failure_report"] = format_failure(summary)
     Path(summary["summary_path"]).write_text(json.dumps(summary, indent=2, default=str))
     log.info(
         "validation %s %s: %s in %.1fs",

@@ -116,14 +116,13 @@ def summarize(reports: dict[str, dict[str, Any]]) -> str:
 
 def failed_gates(run_date: dt.date) -> str:
     """The readable report of every validation gate that failed on ``run_date`` (empty if none)."""
-    from expectations.runner import format_failure
-
     folder = Path(get_settings().reports) / run_date.isoformat()
     texts = []
     for path in sorted(folder.glob("validation_*.json")):
         summary = json.loads(path.read_text())
         if not summary.get("success", True):
-            texts.append(f"validation gate '{summary.get('stage', path.stem)}' failed:\n{format_failure(summary)}")
+            stage = summary.get("stage", path.stem)
+            texts.append(f"validation gate '{stage}' failed:\n{summary.get('failure_report', '')}")
     return "\n\n".join(texts)
 
 

@@ -230,7 +230,7 @@ def test_raw_stage_fails_with_readable_report(spark, tmp_path: Path, cfg: Config
         assert needle in message, f"{needle!r} missing from:\n{message}"
     assert Path(failure.summary["data_docs"]).is_file()
     saved = json.loads(Path(failure.summary["summary_path"]).read_text())
-    assert saved["success"] is False and format_failure(saved) == message
+    assert saved["success"] is False and format_failure(saved) == message == saved["failure_report"]
 
 
 def test_raw_stage_without_partitions_names_the_path(spark, tmp_path: Path, cfg: Config) -> None:
