@@ -111,3 +111,11 @@ def test_entry_points_do_not_load_forbidden_engines(entry: str, engines: tuple[s
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "", f"importing {entry} loaded {out.stdout.strip()}"
+
+
+def test_the_image_copies_every_room_it_runs() -> None:
+    """infra/Dockerfile must ship every room the services import (bench and tests stay out of the image)."""
+    dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
+    copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
+    missing = sorted(set(ALLOWED) - {"bench"} - copied)
+    assert not missing, f"infra/Dockerfile does not COPY {missing}"
