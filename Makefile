@@ -3,18 +3,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PORT ?= 8000
 DATA ?=
 FORMAT ?= $(if $(DATA),events,simulated)
 PIPELINE_ARGS ?=
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)
-export PORT
 
 .PHONY: help venv run pipeline serve test lint typecheck bench ui-mlflow ui-airflow clean
 
 help:
-	@echo "make run       pipeline once on the simulated shop, then the scoring API on PORT=$(PORT)"
+	@echo "make run       pipeline once on the simulated shop, then the scoring API on $${RECSYS_PORT:-$${PORT:-8000}}"
 	@echo "make pipeline  one run of the DAG recsys_daily [DATA=path FORMAT=simulated|events|s3rec|diginetica]"
 	@echo "make serve     the scoring API alone, on the current registry"
 	@echo "make test      lint, type check and the whole test suite"
@@ -30,7 +28,7 @@ venv: $(VENV)/.installed
 
 run: venv
 	$(PY) -m jobs.pipeline --format simulated $(PIPELINE_ARGS)
-	$(PY) -m serving.demo --port $(PORT)
+	$(PY) -m serving.demo
 
 pipeline: venv
 	$(PY) -m jobs.pipeline --format $(FORMAT) $(if $(DATA),--data "$(DATA)") $(PIPELINE_ARGS)

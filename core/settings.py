@@ -10,12 +10,14 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="RECSYS_", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     home: Path = Field(default=Path(".recsys"), description="Root of all local state.")
     lake_uri: str = Field(default="", description="Data lake root (local path). Default <home>/lake.")
@@ -33,7 +35,11 @@ class Settings(BaseSettings):
     spark_driver_memory: str = "4g"
     device: str = Field(default="auto", description="Training device: auto | cpu | cuda.")
     state_uri: str = Field(default="memory://", description="Real-time user state: memory:// or redis://host:port/db.")
-    port: int = 8000
+    port: int = Field(
+        default=8000,
+        validation_alias=AliasChoices("RECSYS_PORT", "PORT"),
+        description="Scoring API port: RECSYS_PORT, else PORT (the usual PaaS variable), else 8000.",
+    )
 
     def _under_home(self, value: str, *parts: str) -> str:
         return value or str(self.home.joinpath(*parts).absolute())

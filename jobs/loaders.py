@@ -223,16 +223,25 @@ def read_events(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 # --------------------------------------------------------------------------- S3-Rec (Amazon Beauty)
 
 
-def _s3rec_files(folder: Path) -> tuple[Path, Path | None]:
-    if folder.is_file():
-        folder = folder.parent
-    seqs = sorted(p for p in folder.glob("*.txt") if not p.name.lower().startswith("readme"))
-    if len(seqs) != 1:
-        raise ValueError(
-            f"{folder}: expected exactly one '<Name>.txt' sequence file (user item1 item2 ...), found {[p.name for p in seqs]}"
-        )
-    attrs = sorted(folder.glob("*_item2attributes.json"))
-    return seqs[0], (attrs[0] if attrs else None)
+def _s3rec_files(path: Path) -> tuple[Path, Path | None]:
+    """The sequence file and its own ``<Name>_item2attributes.json`` (if present).
+
+    A file path means that file; a folder must hold exactly one ``<Name>.txt`` (pass the file when it
+    holds several, e.g. ``Beauty.txt`` and ``Sports.txt``).
+    """
+    if path.is_file():
+        seq = path
+    else:
+        seqs = sorted(p for p in path.glob("*.txt") if not p.name.lower().startswith("readme"))
+        if len(seqs) != 1:
+            names = [p.name for p in seqs]
+            hint = f"; pass one of them as the path, e.g. {path / names[0]}" if len(seqs) > 1 else ""
+            raise ValueError(
+                f"{path}: expected exactly one '<Name>.txt' sequence file (user item1 item2 ...), found {names}{hint}"
+            )
+        seq = seqs[0]
+    attrs = seq.with_name(f"{seq.stem}_item2attributes.json")
+    return seq, (attrs if attrs.is_file() else None)
 
 
 def read_s3rec(folder: str | Path, anchor: dt.datetime = S3REC_ANCHOR) -> tuple[pd.DataFrame, pd.DataFrame]:

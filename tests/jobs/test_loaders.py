@@ -98,6 +98,22 @@ def test_read_s3rec_order_preserving(tmp_path: Path) -> None:
     assert data_end_date(tmp_path, "s3rec") == dt.date(2026, 1, 1)
 
 
+def test_s3rec_file_path_means_that_file_in_a_folder_of_several(tmp_path: Path) -> None:
+    """A folder holding Beauty.txt and Sports.txt: the file path picks one, with its own attribute file."""
+    _write(tmp_path / "Beauty.txt", "1 10 11\n")
+    _write(tmp_path / "Beauty_item2attributes.json", json.dumps({"10": [1]}))
+    _write(tmp_path / "Sports.txt", "2 20 21 22\n")
+    _write(tmp_path / "Sports_item2attributes.json", json.dumps({"20": [7], "21": [8]}))
+    events, items = read_s3rec(tmp_path / "Sports.txt")
+    assert events["item_id"].tolist() == ["20", "21", "22"]
+    assert dict(zip(items["item_id"], items["attributes"], strict=True)) == {"20": ["7"], "21": ["8"], "22": []}
+    with pytest.raises(ValueError, match=r"found \['Beauty.txt', 'Sports.txt'\]; pass one of them as the path"):
+        read_s3rec(tmp_path)
+    (tmp_path / "Beauty_item2attributes.json").unlink()
+    _, beauty_items = read_s3rec(tmp_path / "Beauty.txt")
+    assert beauty_items["attributes"].tolist() == [[], []]  # never Sports' attribute file
+
+
 def test_read_diginetica_fills_anonymous_users(tmp_path: Path) -> None:
     _write(
         tmp_path / "train-item-views.csv",
