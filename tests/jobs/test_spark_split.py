@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
+from core.config import load_config
 from jobs.split import assign_splits, leave_one_out, split_table, temporal
 
 pytestmark = pytest.mark.spark
@@ -86,5 +88,6 @@ def test_temporal_cut_boundaries_and_cold_targets(spark):
 
 def test_unknown_protocol_names_the_setting(spark):
     inter = spark.createDataFrame([row("u1", "a", 0)], DDL)
+    unchecked = dataclasses.replace(load_config().split, protocol="random")  # Config.replace would refuse it
     with pytest.raises(ValueError, match=r"split\.protocol"):
-        assign_splits(inter, {"protocol": "random"})
+        assign_splits(inter, unchecked)
