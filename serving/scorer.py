@@ -26,6 +26,8 @@ from models.base import UNKNOWN_USER, Recommender
 from serving.index import build_index
 
 UNKNOWN_CATEGORY = ""
+#: A request's candidate pool: item indices and their scores, best first.
+Candidates = tuple[np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -294,31 +296,48 @@ class Scorer:
         Each answer is what ``recommend`` gives for that request alone; batching only shares the work
         (the serving micro-batcher hands this everything queued while the previous batch ran).
         """
-        plans = [self._plan(r) for r in requests]
-        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        modelled = []
-        for n, p in enumerate(plans):
-            if p.fallback and self._fallback_scores is not None:
-                found[n] = self._masked_top(self._fallback_scores.copy(), p)
-            else:
-                modelled.append(n)
-        if modelled:
-            users = np.asarray([UNKNOWN_USER if plans[n].user is None else plans[n].user for n in modelled], np.int64)
-            vectors = np.asarray(self.model.user_vectors(users, [plans[n].history for n in modelled]), np.float32)
-            index = self.index
-            indexed = [row for row, n in enumerate(modelled) if index is not None and not plans[n].options.filtered]
-            if index is not None and indexed:
-                pool = max(plans[modelled[row]].pool for row in indexed)
-                exclude = [np.union1d(plans[modelled[row]].banned, self._unavailable) for row in indexed]
-                idx, sc = index.search(vectors[indexed], pool, exclude=exclude)
-                for r, row in enumerate(indexed):
-                    keep = np.isfinite(sc[r])
-                    want = plans[modelled[row]].pool
-                    found[modelled[row]] = (idx[r][keep][:want], sc[r][keep][:want])
-            for row, n in enumerate(modelled):
-                if n not in found:
-                    found[n] = self._masked_top(self._all_scores(vectors[row]), plans[n])
-        return [self._finish(p, *found[n]) for n, p in enumerate(plans)]
+        plans = dict(enumerate(self._plan(r) for r in requests))
+        candidates = self._fallback_candidates(plans)
+        candidates.update(self._model_candidates({pos: plan for pos, plan in plans.items() if pos not in candidates}))
+        return [self._finish(plan, *candidates[pos]) for pos, plan in plans.items()]
+
+    def _fallback_candidates(self, plans: dict[int, _Plan]) -> dict[int, Candidates]:
+        """Pools of the requests with neither a known user nor a usable history, from the popularity
+        fallback (keyed by request position); ``{}`` without a fallback file: the model scores them."""
+        popular = self._fallback_scores
+        if popular is None:
+            return {}
+        return {pos: self._masked_top(popular.copy(), plan) for pos, plan in plans.items() if plan.fallback}
+
+    def _model_candidates(self, plans: dict[int, _Plan]) -> dict[int, Candidates]:
+        """Pools of the model-scored requests (keyed by request position): one user-encoder pass for all,
+        then one index search for the unfiltered ones and a masked scan of every item for the filtered."""
+        if not plans:
+            return {}
+        vectors = dict(zip(plans, self._user_vectors(list(plans.values())), strict=True))
+        found = self._index_search({pos: plan for pos, plan in plans.items() if not plan.options.filtered}, vectors)
+        for pos, plan in plans.items():
+            if pos not in found:  # filtered, or no index (sparse item side): exact scan under the request's mask
+                found[pos] = self._masked_top(self._all_scores(vectors[pos]), plan)
+        return found
+
+    def _user_vectors(self, plans: Sequence[_Plan]) -> np.ndarray:
+        users = np.asarray([UNKNOWN_USER if plan.user is None else plan.user for plan in plans], np.int64)
+        return np.asarray(self.model.user_vectors(users, [plan.history for plan in plans]), np.float32)
+
+    def _index_search(self, plans: dict[int, _Plan], vectors: dict[int, np.ndarray]) -> dict[int, Candidates]:
+        """One index search for all ``plans`` at the largest pool asked, each row cut to its own pool;
+        ``{}`` when the scorer has no index."""
+        if self.index is None or not plans:
+            return {}
+        pool = max(plan.pool for plan in plans.values())
+        exclude = [np.union1d(plan.banned, self._unavailable) for plan in plans.values()]
+        idx, sc = self.index.search(np.stack([vectors[pos] for pos in plans]), pool, exclude=exclude)
+        found = {}
+        for row, (pos, plan) in enumerate(plans.items()):
+            keep = np.isfinite(sc[row])
+            found[pos] = (idx[row][keep][: plan.pool], sc[row][keep][: plan.pool])
+        return found
 
     def _plan(self, request: RecRequest) -> _Plan:
         opts = request.options
@@ -343,7 +362,7 @@ class Scorer:
             options=opts,
         )
 
-    def _masked_top(self, scores: np.ndarray, plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
+    def _masked_top(self, scores: np.ndarray, plan: _Plan) -> Candidates:
         scores[plan.banned] = -np.inf
         scores[~self.catalog.mask(plan.options)] = -np.inf
         return self._top(scores, plan.pool)
