@@ -51,6 +51,7 @@ from jobs.common import (
     bronze_items_path,
     clean_id,
     read_days,
+    read_table,
     run_job_main,
     window,
     write_atomic,
@@ -305,11 +306,7 @@ def run(
     days = window(run_date, window_days, Lake.partition_days(lake.bronze_events()))
     bronze = read_days(spark, lake.bronze_events(), days, BRONZE_EVENT_SCHEMA)
 
-    items_path = bronze_items_path(lake)
-    if items_path.exists():
-        bronze_items = spark.read.schema(BRONZE_ITEM_SCHEMA).parquet(str(items_path))
-    else:
-        bronze_items = spark.createDataFrame([], BRONZE_ITEM_SCHEMA)
+    bronze_items = read_table(spark, bronze_items_path(lake), BRONZE_ITEM_SCHEMA)
     previous = None
     if lake.silver_items().exists():
         previous = spark.read.schema(ITEM_SCHEMA).parquet(str(lake.silver_items())).cache()

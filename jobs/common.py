@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,34 +132,78 @@ def read_days(spark: SparkSession, base: Path, days: Iterable[dt.date], schema: 
     return out
 
 
+def read_table(spark: SparkSession, path: Path, schema: T.StructType) -> DataFrame:
+    """The Parquet table at ``path`` read with ``schema``; empty when no earlier run has written it."""
+    if path.exists():
+        return spark.read.schema(schema).parquet(str(path))
+    return spark.createDataFrame([], schema)
+
+
 def files_for(rows: int) -> int:
+    """How many Parquet files ``rows`` rows are written as (``ROWS_PER_FILE`` each, at least one)."""
     return max(1, -(-rows // ROWS_PER_FILE))
 
 
-def write_atomic(
-    df: DataFrame, target: Path, *, rows: int | None = None, extra: Mapping[str, Any] | None = None
-) -> None:
-    """Write ``df`` as Parquet to a staging sibling of ``target``, add ``extra`` JSON files, then commit.
-
-    A rerun replaces the partition whole; readers see the old or the new one, never a mix.
-    """
+@contextmanager
+def _staging_folder(target: Path) -> Iterator[Path]:
+    """A fresh staging sibling of ``target`` (same filesystem, so it can be renamed in); removed if the block fails."""
     staged = staging_path(target)
     staged.parent.mkdir(parents=True, exist_ok=True)
-    out = df.coalesce(files_for(rows)) if rows is not None else df
     try:
-        out.write.mode("error").parquet(str(staged))
-        for name, payload in (extra or {}).items():
-            (staged / name).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-        commit_path(staged, target)
+        yield staged
     except BaseException:
-        _remove(staged)
+        shutil.rmtree(staged, ignore_errors=True)
         raise
 
 
-def _remove(path: Path) -> None:
-    import shutil
+def _write_parquet(df: DataFrame, path: Path, rows: int | None) -> None:
+    """Write ``df`` to the new folder ``path``; with ``rows`` known, as ``files_for(rows)`` files."""
+    out = df.coalesce(files_for(rows)) if rows is not None else df
+    out.write.mode("error").parquet(str(path))
 
-    shutil.rmtree(path, ignore_errors=True)
+
+def write_atomic(
+    df: DataFrame, target: Path, *, rows: int | None = None, json_files: Mapping[str, Any] | None = None
+) -> None:
+    """Write ``df`` as Parquet to a staging sibling of ``target``, add ``json_files`` (name → payload), then commit.
+
+    A rerun replaces the partition whole; readers see the old or the new one, never a mix.
+    """
+    with _staging_folder(target) as staged:
+        _write_parquet(df, staged, rows)
+        for name, payload in (json_files or {}).items():
+            (staged / name).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        commit_path(staged, target)
+
+
+def write_tables_atomic(
+    tables: Mapping[str, DataFrame],
+    target: Path,
+    *,
+    rows: Mapping[str, int] | None = None,
+    replace_folder: bool = True,
+) -> None:
+    """Write each table to ``target/<name>`` as Parquet: all into one staging folder first, then commit.
+
+    ``replace_folder=True``: the staging folder replaces ``target`` in one rename, so readers see the
+    old set of tables or the new one, and whatever else was under ``target`` is gone.
+    ``replace_folder=False``: once every table is written, each replaces its own ``target/<name>``
+    and the rest of ``target`` stays. Either way a failed write leaves ``target`` as it was and no
+    staging folder behind. ``rows`` (per table name) sizes the output files.
+    """
+    sizes = rows or {}
+    staging_target = target if replace_folder else target / "tables"
+    with _staging_folder(staging_target) as staged:
+        for name, table in tables.items():
+            _write_parquet(table, staged / name, sizes.get(name))
+        if replace_folder:
+            commit_path(staged, target)
+            return
+        try:
+            for name in tables:
+                commit_path(staged / name, target / name)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
 
 
 def write_report(lake: Lake, run_date: dt.date, stage: str, report: Mapping[str, Any]) -> Path:

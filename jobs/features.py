@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -36,16 +37,17 @@ from core.contract import (
     USER_COL,
     WEIGHT_COL,
 )
-from core.lake import Lake, commit_path, staging_path
+from core.lake import Lake
 from jobs.common import (
     BRONZE_EVENT_SCHEMA,
     ITEM_SCHEMA,
     day_start,
-    files_for,
     read_days,
+    read_table,
     run_job_main,
     window,
     write_report,
+    write_tables_atomic,
 )
 
 PURCHASE = "purchase"
@@ -161,6 +163,14 @@ def sequences(interactions: DataFrame, *, max_len: int) -> DataFrame:
     return per_user.select(F.col(USER_COL), items.alias("items"))
 
 
+@dataclass(frozen=True)
+class GoldTables:
+    """The gold tables of one run by name (``GOLD_TABLES``) and the per (user, item) ``stats`` they all read."""
+
+    stats: DataFrame
+    tables: dict[str, DataFrame]
+
+
 def build_gold(
     events: DataFrame,
     catalogue: DataFrame,
@@ -169,17 +179,17 @@ def build_gold(
     half_life_days: float,
     end_ts: dt.datetime,
     max_len: int,
-) -> dict[str, DataFrame]:
-    """All gold tables of one run from silver events and items (``stats`` is reused: cache it when writing)."""
+) -> GoldTables:
+    """All gold tables of one run from silver events and items (cache ``stats`` when writing them all)."""
     stats = user_item_stats(events, weights=weights, half_life_days=half_life_days, end_ts=end_ts)
-    inter = interactions(stats)
-    return {
-        "stats": stats,
-        "interactions": inter,
+    interaction_rows = interactions(stats)
+    tables = {
+        "interactions": interaction_rows,
         "users": users(stats),
         "items": gold_items(catalogue, stats),
-        "sequences": sequences(inter, max_len=max_len),
+        "sequences": sequences(interaction_rows, max_len=max_len),
     }
+    return GoldTables(stats=stats, tables=tables)
 
 
 def run(
@@ -198,13 +208,10 @@ def run(
             f"{lake.silver_events()}: run clean for these days first"
         )
     events = read_days(spark, lake.silver_events(), days, BRONZE_EVENT_SCHEMA)
-    if lake.silver_items().exists():
-        catalogue = spark.read.schema(ITEM_SCHEMA).parquet(str(lake.silver_items()))
-    else:
-        catalogue = spark.createDataFrame([], ITEM_SCHEMA)
+    catalogue = read_table(spark, lake.silver_items(), ITEM_SCHEMA)
     end_ts = day_start(run_date + dt.timedelta(days=1))
     weights = dict(cfg.events.weights)
-    tables = build_gold(
+    gold = build_gold(
         events,
         catalogue,
         weights=weights,
@@ -212,26 +219,18 @@ def run(
         end_ts=end_ts,
         max_len=cfg.sequences.max_len,
     )
-    stats = tables.pop("stats").cache()
+    stats = gold.stats.cache()
     target = lake.gold(run_date)
-    staged = staging_path(target)
-    counts: dict[str, int] = {}
     try:
         totals = stats.agg(F.count(F.lit(1)).alias("n"), F.countDistinct(USER_COL).alias("users")).first()
         n_stats, n_users = int(totals["n"]), int(totals["users"])
         counts = {"interactions": n_stats, "users": n_users, "sequences": n_users}
-        for name in GOLD_TABLES:
-            rows = counts.get(name, n_stats)
-            tables[name].coalesce(files_for(rows)).write.mode("error").parquet(str(staged / name))
-        counts["items"] = spark.read.parquet(str(staged / "items")).count()
-        commit_path(staged, target)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
+        # The item count is known only once written; the interaction count sizes its files.
+        file_rows = {name: counts.get(name, n_stats) for name in GOLD_TABLES}
+        write_tables_atomic(gold.tables, target, rows=file_rows)
     finally:
         stats.unpersist()
+    counts["items"] = spark.read.parquet(str(target / "items")).count()
     report = {
         "stage": "features",
         "run_date": run_date.isoformat(),

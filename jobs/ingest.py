@@ -328,7 +328,7 @@ def _ingest_units(
             part = labelled.filter(F.col(UNIT_COL) == unit.key)
             manifest = {"files": source, "counts": counts, "written_at": dt.datetime.now(dt.UTC).isoformat()}
             write_atomic(
-                accepted(part, columns), unit.target, rows=counts["rows_out"], extra={SOURCE_MANIFEST: manifest}
+                accepted(part, columns), unit.target, rows=counts["rows_out"], json_files={SOURCE_MANIFEST: manifest}
             )
             _write_rejected(part, unit.reject_target, counts["rejected"])
             results[unit.key] = {"status": "ingested", **counts}

@@ -11,14 +11,14 @@ Rules (the same as ``evaluation.data.split_interactions``):
   train the rest; valid/test rows whose user has no train row or whose item is not in train are
   dropped and counted.
 
-The three tables are written to one staging folder first, then each renamed into place.
+The three tables are written to one staging folder first, then each renamed into place (the rest of
+``gold/<run_date>`` stays).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -26,8 +26,8 @@ from pyspark.sql import functions as F
 
 from core.config import Config, SplitConfig
 from core.contract import ITEM_COL, PROTOCOLS, TS_COL, USER_COL
-from core.lake import Lake, commit_path, staging_path
-from jobs.common import files_for, run_job_main, write_report
+from core.lake import Lake
+from jobs.common import run_job_main, write_report, write_tables_atomic
 
 SPLIT_COL = "split"
 SPLITS = ("train", "valid", "test")
@@ -102,6 +102,11 @@ def split_table(labelled: DataFrame, name: str) -> DataFrame:
     return rows.select(F.col(USER_COL), F.col(ITEM_COL), F.col("first_ts").alias(TS_COL))
 
 
+def split_folder(name: str) -> str:
+    """The folder of split ``name`` under ``gold/<run_date>``: ``split=<name>``."""
+    return f"{SPLIT_COL}={name}"
+
+
 def run(
     lake_root: str | os.PathLike[str],
     run_date: dt.date,
@@ -115,7 +120,6 @@ def run(
     if not source.exists():
         raise FileNotFoundError(f"{source} is absent: run the features job for {run_date} first")
     labelled = assign_splits(spark.read.parquet(str(source)), cfg.split).cache()
-    staged_root = staging_path(lake.gold(run_date, "splits"))
     try:
         rows = labelled.groupBy(SPLIT_COL).count().collect()
         counts = {r[SPLIT_COL]: int(r["count"]) for r in rows}
@@ -125,14 +129,14 @@ def run(
             .agg(F.countDistinct(USER_COL).alias("n"))
         )
         n_users = {r[SPLIT_COL]: int(r["n"]) for r in users.collect()}
-        for name in SPLITS:
-            table = split_table(labelled, name)
-            table.coalesce(files_for(counts.get(name, 0))).write.mode("error").parquet(str(staged_root / name))
-        for name in SPLITS:
-            commit_path(staged_root / name, lake.gold(run_date, f"{SPLIT_COL}={name}"))
+        write_tables_atomic(
+            {split_folder(name): split_table(labelled, name) for name in SPLITS},
+            lake.gold(run_date),
+            rows={split_folder(name): counts.get(name, 0) for name in SPLITS},
+            replace_folder=False,
+        )
     finally:
         labelled.unpersist()
-        shutil.rmtree(staged_root, ignore_errors=True)
     report = {
         "stage": "split",
         "run_date": run_date.isoformat(),

@@ -1,13 +1,18 @@
-"""Features transforms on hand-made silver rows: decayed weights, users, price bands, sequences."""
+"""Features transforms on hand-made silver rows: decayed weights, users, price bands, sequences; run() writes them."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.features import build_gold, price_bands, sequences
+from core.config import load_config
+from core.lake import Lake
+from jobs import features
+from jobs.common import BRONZE_EVENT_SCHEMA, ITEM_SCHEMA, read_days
+from jobs.features import GOLD_TABLES, build_gold, price_bands, sequences
 
 pytestmark = pytest.mark.spark
 
@@ -49,7 +54,7 @@ def test_interactions_users_and_items(spark):
     catalogue = spark.createDataFrame(
         [("i1", "c1", "b1", 10.0, True, "t", ["x"]), ("i3", "c2", None, None, False, None, None)], ITEMS_DDL
     )
-    gold = build_gold(events, catalogue, weights=WEIGHTS, half_life_days=10.0, end_ts=END, max_len=5)
+    gold = build_gold(events, catalogue, weights=WEIGHTS, half_life_days=10.0, end_ts=END, max_len=5).tables
 
     d = dt.timedelta
     assertDataFrameEqual(
@@ -105,3 +110,37 @@ def test_sequences_order_by_first_time_then_item_and_keep_the_tail(spark):
     )
     assertDataFrameEqual(sequences(inter, max_len=3), [("u1", ["b", "c", "d"]), ("u2", ["z"])])
     assertDataFrameEqual(sequences(inter, max_len=10), [("u1", ["a", "b", "c", "d"]), ("u2", ["z"])])
+
+
+def test_run_writes_build_golds_tables_and_replaces_the_run_folder(spark, tmp_path):
+    """features.run on a silver lake writes exactly build_gold's tables and drops the date's stale splits."""
+    lake = Lake(tmp_path / "lake")
+    run_date = END.date() - dt.timedelta(days=1)
+    days = [run_date - dt.timedelta(days=1), run_date]
+    for n, day in enumerate(days):
+        rows = [ev("u1", "i1", "view", 2 - n, 4.0), ev("u2", f"i{n + 2}", "purchase", 1 - n)]
+        spark.createDataFrame(rows, EVENTS_DDL).write.parquet(str(lake.silver_events(day)))
+    spark.createDataFrame([("i1", "c1", "b1", 4.0, True, "t", ["x"])], ITEMS_DDL).write.parquet(
+        str(lake.silver_items())
+    )
+    stale = lake.gold(run_date, "split=train")
+    spark.createDataFrame([("u9",)], "user_id string").write.parquet(str(stale))
+    cfg = load_config()
+
+    report = features.run(lake.root, run_date, cfg, spark)
+
+    expected = build_gold(
+        read_days(spark, lake.silver_events(), days, BRONZE_EVENT_SCHEMA),
+        spark.read.schema(ITEM_SCHEMA).parquet(str(lake.silver_items())),
+        weights=cfg.events.weights,
+        half_life_days=cfg.events.half_life_days,
+        end_ts=END,
+        max_len=cfg.sequences.max_len,
+    ).tables
+    assert sorted(p.name for p in lake.gold(run_date).iterdir()) == sorted(GOLD_TABLES)
+    for name in GOLD_TABLES:
+        written = spark.read.parquet(str(lake.gold(run_date, name)))
+        assertDataFrameEqual(written, expected[name])
+        assert report["rows"][name] == expected[name].count()
+    assert report["end_ts"] == END.isoformat() + "Z"
+    assert json.loads(lake.report(run_date, "features").read_text()) == report

@@ -1,4 +1,4 @@
-"""Split rules on hand-made interactions, ties included."""
+"""Split rules on hand-made interactions, ties included; run() writes what they assign."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from core.config import load_config
-from jobs.split import assign_splits, leave_one_out, split_table, temporal
+from core.lake import Lake
+from jobs import split
+from jobs.split import SPLITS, assign_splits, leave_one_out, split_table, temporal
 
 pytestmark = pytest.mark.spark
 
@@ -91,3 +93,27 @@ def test_unknown_protocol_names_the_setting(spark):
     unchecked = dataclasses.replace(load_config().split, protocol="random")  # Config.replace would refuse it
     with pytest.raises(ValueError, match=r"split\.protocol"):
         assign_splits(inter, unchecked)
+
+
+def test_run_writes_each_split_and_keeps_the_other_gold_tables(spark, tmp_path):
+    lake = Lake(tmp_path / "lake")
+    run_date = dt.date(2024, 3, 2)
+    rows = [row(user, item, hours) for user in ("u1", "u2") for hours, item in enumerate("abcd")]
+    spark.createDataFrame(rows, DDL).write.parquet(str(lake.gold(run_date, "interactions")))
+    spark.createDataFrame([("old",)], "user_id string").write.parquet(str(lake.gold(run_date, "split=test")))
+    cfg = load_config().replace(split={"protocol": "leave-one-out", "min_user_items": 3})
+
+    report = split.run(lake.root, run_date, cfg, spark)
+
+    labelled = assign_splits(spark.read.parquet(str(lake.gold(run_date, "interactions"))), cfg.split)
+    for name in SPLITS:
+        written = spark.read.parquet(str(lake.gold(run_date, f"split={name}")))
+        assertDataFrameEqual(written, split_table(labelled, name))
+    assert report["rows"] == {"train": 4, "valid": 2, "test": 2}
+    assert report["users_in_test"] == 2
+    assert sorted(p.name for p in lake.gold(run_date).iterdir()) == [
+        "interactions",
+        "split=test",
+        "split=train",
+        "split=valid",
+    ]
