@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -201,6 +202,21 @@ def finish_events(prepared: DataFrame, bots: DataFrame, items: DataFrame, *, lat
     )
 
 
+@dataclass(frozen=True)
+class CleanedEvents:
+    """What :func:`clean_events` derives from bronze events.
+
+    ``labelled``: every input row with ``drop_reason``, ``price_filled``, ``is_late``. ``bots``: the
+    users labelled ``bot_user`` (``user_id, peak_per_minute, peak_per_day``). ``prepared``: the
+    normalised rows labelled up to duplicates, which both of the others read: cache it (before
+    them) when using both.
+    """
+
+    prepared: DataFrame
+    bots: DataFrame
+    labelled: DataFrame
+
+
 def clean_events(
     events: DataFrame,
     items: DataFrame,
@@ -209,15 +225,16 @@ def clean_events(
     bot_max_events_per_minute: int,
     bot_max_events_per_day: int,
     late_after_days: int,
-) -> DataFrame:
-    """Bronze events (with ``dt``) → the same rows labelled with ``drop_reason``, ``price_filled``, ``is_late``."""
+) -> CleanedEvents:
+    """Bronze events (with ``dt``) → the same rows labelled (see :class:`CleanedEvents`) and the bot users."""
     prepared = prepare_events(events, event_types=event_types)
     bots = bot_users(
         prepared.filter(_keep()),
         max_events_per_minute=bot_max_events_per_minute,
         max_events_per_day=bot_max_events_per_day,
     )
-    return finish_events(prepared, bots, items, late_after_days=late_after_days)
+    labelled = finish_events(prepared, bots, items, late_after_days=late_after_days)
+    return CleanedEvents(prepared=prepared, bots=bots, labelled=labelled)
 
 
 def silver_rows(labelled: DataFrame) -> DataFrame:
@@ -314,13 +331,17 @@ def run(
     labelled_items = label_items(bronze_items).cache()
     items = catalogue(labelled_items, previous=previous)
 
-    prepared = prepare_events(bronze).cache()
-    bots = bot_users(
-        prepared.filter(_keep()),
-        max_events_per_minute=cfg.clean.bot_max_events_per_minute,
-        max_events_per_day=cfg.clean.bot_max_events_per_day,
-    ).cache()
-    labelled = finish_events(prepared, bots, items, late_after_days=cfg.events.late_after_days).cache()
+    cleaned = clean_events(
+        bronze,
+        items,
+        bot_max_events_per_minute=cfg.clean.bot_max_events_per_minute,
+        bot_max_events_per_day=cfg.clean.bot_max_events_per_day,
+        late_after_days=cfg.events.late_after_days,
+    )
+    # Spark reuses a cached frame wherever its plan recurs: cache the shared part first.
+    prepared = cleaned.prepared.cache()
+    bots = cleaned.bots.cache()
+    labelled = cleaned.labelled.cache()
     try:
         report: dict[str, Any] = {"stage": "clean", "run_date": run_date.isoformat(), "window_days": window_days}
         report["days"] = [d.isoformat() for d in days]

@@ -1,4 +1,4 @@
-"""Clean transforms on hand-made bronze rows: every drop reason, id normalisation, price fill, items."""
+"""Clean transforms on hand-made bronze rows: every drop reason, id normalisation, price fill, items; run() uses them."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from core.config import load_config
 from core.contract import ITEM_COLUMNS
+from core.lake import Lake
+from jobs import clean
 from jobs.clean import (
+    BRONZE_ITEM_SCHEMA,
     DROP_REASON_COL,
+    DROP_REASONS,
     add_missing_items,
     bot_users,
     catalogue,
@@ -21,6 +26,7 @@ from jobs.clean import (
     normalise_events,
     silver_rows,
 )
+from jobs.common import BRONZE_EVENT_SCHEMA, bronze_items_path, read_days
 
 pytestmark = pytest.mark.spark
 
@@ -39,6 +45,11 @@ T0 = dt.datetime(2024, 3, 2, 10, 0)
 
 def ev(eid, user, item, etype="view", ts=T0, price=None, day=DAY, session=None):
     return (eid, user, item, etype, ts, session, price, 1, day)
+
+
+def bronze_ev(eid, user, item, etype="view", ts=T0, price=None):
+    """A bronze row as ingest writes it (no ``dt``: the partition folder gives it)."""
+    return ev(eid, user, item, etype, ts, price)[:-1]
 
 
 def test_ids_are_trimmed_and_nfc_normalised(spark):
@@ -121,13 +132,15 @@ def test_clean_events_labels_each_row_once_and_fills_prices(spark):
     items = spark.createDataFrame(
         [("i1", "c", "b", 7.0, True, None, None), ("i2", "c", "b", 5.0, True, None, None)], ITEMS_DDL
     )
-    labelled = clean_events(
+    cleaned = clean_events(
         normalise_events(events),
         items,
         bot_max_events_per_minute=3,
         bot_max_events_per_day=100,
         late_after_days=2,
-    ).cache()
+    )
+    assertDataFrameEqual(cleaned.bots, [("bot", 4, 4)])
+    labelled = cleaned.labelled.cache()
     reasons = labelled.groupBy(DROP_REASON_COL).count()
     assertDataFrameEqual(
         reasons,
@@ -180,3 +193,63 @@ def test_items_last_drop_wins_and_missing_items_are_added(spark):
         ITEMS_DDL,
     )
     assertDataFrameEqual(out, expected)
+
+
+def test_run_reports_and_writes_what_clean_events_labels(spark, tmp_path):
+    """clean.run on a bronze lake: its report and silver days are clean_events' labels on the same rows."""
+    day1 = DAY - dt.timedelta(days=1)
+    lake = Lake(tmp_path / "lake")
+    bronze_days = {
+        day1: [
+            bronze_ev("a1", "u1", "i1", price=None),  # price filled from the catalogue
+            bronze_ev("a2", " u1 ", "i2", etype="purchase", price=5.0),
+            bronze_ev("a3", "u2", "i1", etype="teleport"),
+            bronze_ev("a4", "u3", "i9", ts=dt.datetime(2024, 2, 20)),  # late; i9 not in the catalogue
+        ],
+        DAY: [
+            bronze_ev("a2", "u1", "i2", etype="purchase", price=5.0),  # duplicate of day 1's a2
+            bronze_ev("b1", "u2", "i2", price=-1.0),
+            bronze_ev("b2", "", "i2"),
+            *[bronze_ev(f"x{i}", "bot", "i1", ts=T0 + dt.timedelta(seconds=i)) for i in range(4)],
+        ],
+    }
+    for day, rows in bronze_days.items():
+        spark.createDataFrame(rows, BRONZE_EVENT_SCHEMA).write.parquet(str(lake.bronze_events(day)))
+    t = dt.datetime(2024, 3, 1)
+    bronze_items = [
+        ("i1", "c", "b", 7.0, True, None, None, "a.jsonl", t, 0),
+        ("i2", "c", "b", 5.0, True, None, None, "a.jsonl", t, 1),
+    ]
+    spark.createDataFrame(bronze_items, BRONZE_ITEM_SCHEMA).write.parquet(str(bronze_items_path(lake)))
+    cfg = load_config().replace(clean={"bot_max_events_per_minute": 3}, events={"late_after_days": 2})
+
+    report = clean.run(lake.root, DAY, cfg, spark, window_days=2)
+
+    bronze = read_days(spark, lake.bronze_events(), [day1, DAY], BRONZE_EVENT_SCHEMA)
+    items = catalogue(label_items(spark.read.parquet(str(bronze_items_path(lake)))))
+    cleaned = clean_events(
+        bronze,
+        items,
+        bot_max_events_per_minute=cfg.clean.bot_max_events_per_minute,
+        bot_max_events_per_day=cfg.clean.bot_max_events_per_day,
+        late_after_days=cfg.events.late_after_days,
+    )
+    labelled = cleaned.labelled.cache()
+    by_reason = {r[DROP_REASON_COL]: r["count"] for r in labelled.groupBy(DROP_REASON_COL).count().collect()}
+    kept = labelled.filter(F.col(DROP_REASON_COL).isNull())
+    assert report["dropped"] == {reason: by_reason.get(reason, 0) for reason in DROP_REASONS}
+    assert (report["rows_in"], report["rows_out"]) == (labelled.count(), by_reason[None])
+    assert report["bot_users"] == cleaned.bots.count() == 1
+    assert report["filled_price"] == kept.filter("price_filled").count() == 1
+    assert report["late"] == kept.filter("is_late").count() == 1
+    assert report["dropped"] == {
+        "duplicate": 1,
+        "bot_user": 4,
+        "unknown_event_type": 1,
+        "missing_id": 1,
+        "negative_price": 1,
+    }
+    for day in (day1, DAY):
+        written = spark.read.parquet(str(lake.silver_events(day)))
+        assertDataFrameEqual(written, silver_rows(labelled).filter(F.col("dt") == F.lit(day)).drop("dt"))
+    labelled.unpersist()
