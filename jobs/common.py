@@ -222,6 +222,10 @@ def parse_date(value: str | dt.date) -> dt.date:
         raise ValueError(f"run date {value!r} is not an ISO date: pass --run-date YYYY-MM-DD") from exc
 
 
+#: The destinations of :func:`job_parser`'s own options; any other option becomes a keyword argument of ``run``.
+COMMON_ARGS = ("lake", "run_date", "window_days")
+
+
 def job_parser(description: str, default_window: int | None) -> argparse.ArgumentParser:
     """The common spark-submit CLI: ``--lake``, ``--run-date``, ``--window-days``."""
     parser = argparse.ArgumentParser(description=description)
@@ -242,17 +246,35 @@ def run_job_main(
     app_name: str,
     default_window: int | None,
     argv: list[str] | None = None,
+    *,
+    add_arguments: Callable[[argparse.ArgumentParser], object] | None = None,
 ) -> int:
-    """``main()`` of a spark-submit job: parse the common CLI, run the job, print its report as JSON."""
+    """``main()`` of a spark-submit job: parse the common CLI, run the job, print its report as JSON.
+
+    ``add_arguments`` adds a job's own options to the parser; each is passed to ``run`` as the
+    keyword argument named by its destination (``--force`` → ``force=``).
+    """
     from core.config import load_config
     from jobs.spark import get_spark
 
-    args = job_parser(description, default_window=default_window).parse_args(argv)
-    report = run(lake_root(args.lake), args.run_date, load_config(), get_spark(app_name), args.window_days)
+    parser = job_parser(description, default_window=default_window)
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = vars(parser.parse_args(argv))
+    job_options = {name: value for name, value in args.items() if name not in COMMON_ARGS}
+    report = run(
+        lake_root_or_default(args["lake"]),
+        args["run_date"],
+        load_config(),
+        get_spark(app_name),
+        args["window_days"],
+        **job_options,
+    )
     json.dump(report, sys.stdout, indent=2, sort_keys=True)
     print()
     return 0
 
 
-def lake_root(arg: str | None) -> str:
+def lake_root_or_default(arg: str | None) -> str:
+    """The ``--lake`` argument, else the configured lake (``RECSYS_LAKE_URI`` or ``<RECSYS_HOME>/lake``)."""
     return arg or get_settings().lake

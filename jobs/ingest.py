@@ -15,11 +15,11 @@ order kept so that clean can let the last drop win.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +53,8 @@ from jobs.common import (
     SOURCE_MTIME_COL,
     SOURCE_SEQ_COL,
     bronze_items_path,
-    job_parser,
-    lake_root,
     rejected_path,
+    run_job_main,
     window,
     write_atomic,
     write_report,
@@ -404,24 +403,15 @@ def run(
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    from core.config import load_config
-    from jobs.spark import get_spark
-
-    parser = job_parser("Ingest landing JSONL into bronze Parquet.", default_window=1)
+def _add_force_option(parser: argparse.ArgumentParser) -> None:
+    """``--force``: ingest's own option (→ ``run(force=True)``)."""
     parser.add_argument("--force", action="store_true", help="re-ingest days whose landing files are unchanged")
-    args = parser.parse_args(argv)
-    report = run(
-        lake_root(args.lake),
-        args.run_date,
-        load_config(),
-        get_spark("mercato-ingest"),
-        args.window_days,
-        force=args.force,
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job_main(
+        run, "Ingest landing JSONL into bronze Parquet.", "mercato-ingest", 1, argv, add_arguments=_add_force_option
     )
-    json.dump(report, sys.stdout, indent=2, sort_keys=True)
-    print()
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
-"""The jobs' shared writers: atomic Parquet commits (whole folder or per table)."""
+"""The jobs' shared writers and CLI: atomic Parquet commits (whole folder or per table), job options."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.common import write_atomic, write_tables_atomic
+from jobs.common import run_job_main, write_atomic, write_tables_atomic
 
 pytestmark = pytest.mark.spark
 
@@ -79,3 +81,23 @@ def test_a_failed_single_table_write_leaves_the_old_partition(spark, tmp_path):
         write_atomic(_failing(spark), target)
     assertDataFrameEqual(_read(spark, target), [(1,)])
     assert not _leftovers(tmp_path)
+
+
+def test_run_job_main_passes_a_jobs_own_options_as_keywords(spark, tmp_path, capsys):
+    calls: list[tuple[Any, ...]] = []
+
+    def run(lake_root, run_date, cfg, session, window_days, **options):
+        calls.append((lake_root, run_date, session, window_days, options))
+        return {"stage": "fake", "run_date": run_date.isoformat()}
+
+    def add_arguments(parser):
+        parser.add_argument("--force", action="store_true")
+        parser.add_argument("--max-files", type=int, default=7)
+
+    argv = ["--lake", str(tmp_path), "--run-date", "2024-03-02", "--force"]
+    assert run_job_main(run, "fake job", "fake", 3, argv, add_arguments=add_arguments) == 0
+    assert calls == [(str(tmp_path), dt.date(2024, 3, 2), spark, 3, {"force": True, "max_files": 7})]
+    assert json.loads(capsys.readouterr().out) == {"stage": "fake", "run_date": "2024-03-02"}
+
+    run_job_main(run, "fake job", "fake", None, ["--lake", str(tmp_path), "--run-date", "2024-03-02"])
+    assert calls[-1][3:] == (None, {})

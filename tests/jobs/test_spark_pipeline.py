@@ -152,3 +152,15 @@ def test_split_main_runs_from_the_command_line(spark, tmp_path, capsys):
     assert report["stage"] == "split" and report["rows_in"] == sum(report["rows"].values()) + sum(
         report["dropped_cold"].values()
     )
+
+
+def test_ingest_main_maps_force_to_the_run(spark, tmp_path, capsys):
+    root = tmp_path / "lake"
+    _write_landing(root)
+    common = ["--lake", str(root), "--run-date", DAY2.isoformat(), "--window-days", "2"]
+    ingest.run(root, DAY2, load_config(), spark, window_days=2)
+    capsys.readouterr()
+    assert ingest.main(common) == 0
+    assert json.loads(capsys.readouterr().out)["skipped_days"] == ["2024-03-01", "2024-03-02"]
+    assert ingest.main([*common, "--force"]) == 0
+    assert json.loads(capsys.readouterr().out)["ingested_days"] == ["2024-03-01", "2024-03-02"]
