@@ -1,0 +1,190 @@
+"""What the routes depend on: the runtime, the serving model, and each ranking route's checked input.
+
+``Runtime`` and ``Model`` read ``request.app.state.runtime``. The ranking parameters are declared once
+here (``UserIdPath``, ``KQuery``, ``ExcludeQuery``, ...). Each ranking route takes its input from one
+dependency that checks all of it (``UserRecommendation``, ``SessionRecommendation``, ``SimilarItems``)
+rather than from one dependency per parameter, because FastAPI calls a dependency as soon as its own
+parameters parse: a separate ``K`` would answer "k: must be between ..." before another parameter's
+type error, and ``Model`` 503 before any 422. In one dependency the order of errors stays: every
+malformed parameter (FastAPI's validation, one message), then k's range, the ids, the filters, and
+last 503 while no model is loaded.
+
+Bounds that come from ``[serving]`` (k's range, id length) are checked per request against
+``runtime.config``; an id over ``max_id_length`` gets the message FastAPI gives a too-long string.
+"""
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import StringConstraints, TypeAdapter, ValidationError
+
+from core.config import EXCLUDE_POLICIES, ServingConfig
+from serving.api.errors import ApiError
+from serving.api.schemas import ExcludePolicy, SessionIn
+from serving.events import check_id
+from serving.runtime import RecJob, ServingRuntime
+from serving.scorer import RankOptions, RecRequest
+from serving.state import collapse_repeats
+from serving.store import LoadedModel
+
+
+async def get_runtime(request: Request) -> ServingRuntime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+Runtime = Annotated[ServingRuntime, Depends(get_runtime)]
+
+
+def require_model(runtime: Runtime) -> LoadedModel:
+    """The serving model, read once for the request (a swap never changes it midway); 503 before the first."""
+    loaded = runtime.store.current
+    if loaded is None:
+        store = runtime.store
+        reason = store.status.last_error or f"no champion.json in {store.registry.uri} yet"
+        raise ApiError(503, f"no model loaded yet: {reason}")
+    return loaded
+
+
+Model = Annotated[LoadedModel, Depends(require_model)]
+
+_ID_BOUND = "at most [serving] max_id_length characters"
+UserIdPath = Annotated[str, Path(min_length=1, description=_ID_BOUND)]
+ItemIdPath = Annotated[str, Path(min_length=1, description=_ID_BOUND)]
+KQuery = Annotated[int, Query(description="number of items, 1..[serving] max_k")]
+ExcludeQuery = Annotated[ExcludePolicy | None, Query(description=" | ".join(EXCLUDE_POLICIES))]
+CategoryQuery = Annotated[str | None, Query(description=_ID_BOUND)]
+MinPriceQuery = Annotated[float | None, Query(ge=0)]
+MaxPriceQuery = Annotated[float | None, Query(ge=0)]
+DiversityQuery = Annotated[float | None, Query(ge=0, le=1, description="MMR weight over categories")]
+
+
+@lru_cache(maxsize=4)
+def _bounded_string(max_length: int) -> TypeAdapter[str]:
+    return TypeAdapter(Annotated[str, StringConstraints(max_length=max_length)])
+
+
+def check_id_lengths(config: ServingConfig, *params: tuple[str, str, str | None]) -> None:
+    """422 naming every ``(location, name, value)`` longer than ``max_id_length``, worded as FastAPI words it."""
+    errors: list[dict[str, Any]] = []
+    for location, name, value in params:
+        if value is None:
+            continue
+        try:
+            _bounded_string(config.max_id_length).validate_python(value)
+        except ValidationError as exc:
+            errors.extend({**error, "loc": (location, name)} for error in exc.errors())
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def check_k(k: int, config: ServingConfig) -> int:
+    if not 1 <= k <= config.max_k:
+        raise ApiError(422, f"k: must be between 1 and {config.max_k} (got {k})")
+    return k
+
+
+def valid_id(field: str, value: str, config: ServingConfig) -> str:
+    """``value`` as ``serving.events.check_id`` normalises it; 422 naming ``field`` if it is not a usable id."""
+    try:
+        return check_id(value, config.max_id_length)
+    except ValueError as exc:
+        raise ApiError(422, f"{field}: {exc}") from None
+
+
+def rank_options(
+    config: ServingConfig,
+    exclude: str | None,
+    category: str | None,
+    min_price: float | None,
+    max_price: float | None,
+    diversity: float | None,
+) -> RankOptions:
+    """A request's ranking options, checked, with ``[serving]``'s defaults for what it leaves out."""
+    for name, price in (("min_price", min_price), ("max_price", max_price)):
+        if price is not None and not (math.isfinite(price) and price >= 0):
+            raise ApiError(422, f"{name}: must be a finite number >= 0 (got {price})")
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise ApiError(422, f"min_price: {min_price} is above max_price {max_price}")
+    if diversity is not None and not (math.isfinite(diversity) and 0.0 <= diversity <= 1.0):
+        raise ApiError(422, f"diversity: must be within 0..1 (got {diversity})")
+    return RankOptions(
+        exclude=exclude or config.exclude,
+        category=None if category is None else valid_id("category", category, config),
+        min_price=min_price,
+        max_price=max_price,
+        diversity=config.diversity if diversity is None else diversity,
+        diversity_pool=config.diversity_pool,
+    )
+
+
+async def user_recommendation(
+    runtime: Runtime,
+    user_id: UserIdPath,
+    k: KQuery = 10,
+    exclude: ExcludeQuery = None,
+    category: CategoryQuery = None,
+    min_price: MinPriceQuery = None,
+    max_price: MaxPriceQuery = None,
+    diversity: DiversityQuery = None,
+) -> RecJob:
+    """``GET /v1/recommendations/{user_id}``'s job: the user (live state is read when it is scored)."""
+    config = runtime.config
+    check_id_lengths(config, ("path", "user_id", user_id), ("query", "category", category))
+    check_k(k, config)
+    user = valid_id("user_id", user_id, config)
+    options = rank_options(config, exclude, category, min_price, max_price, diversity)
+    return RecJob(require_model(runtime), RecRequest(user, k, options=options))
+
+
+async def session_recommendation(runtime: Runtime, session: Annotated[SessionIn, Body()]) -> RecJob:
+    """``POST /v1/recommendations``'s job: an anonymous session with its own recent and purchased items."""
+    config = runtime.config
+    check_k(session.k, config)
+    for name, ids in (("recent_items", session.recent_items), ("purchased_items", session.purchased_items)):
+        if len(ids) > config.state_max_recent:
+            raise ApiError(422, f"{name}: {len(ids)} items; at most state_max_recent={config.state_max_recent}")
+    recent = collapse_repeats(
+        valid_id(f"recent_items.{n}", item, config) for n, item in enumerate(session.recent_items)
+    )
+    purchased = frozenset(
+        valid_id(f"purchased_items.{n}", item, config) for n, item in enumerate(session.purchased_items)
+    )
+    options = rank_options(
+        config, session.exclude, session.category, session.min_price, session.max_price, session.diversity
+    )
+    return RecJob(require_model(runtime), RecRequest(None, session.k, recent, purchased, options))
+
+
+@dataclass(frozen=True)
+class SimilarQuery:
+    """``GET /v1/items/{item_id}/similar``, checked: the model, the item, ``k`` and the filters."""
+
+    loaded: LoadedModel
+    item_id: str
+    k: int
+    options: RankOptions
+
+
+async def similar_items(
+    runtime: Runtime,
+    item_id: ItemIdPath,
+    k: KQuery = 10,
+    category: CategoryQuery = None,
+    min_price: MinPriceQuery = None,
+    max_price: MaxPriceQuery = None,
+) -> SimilarQuery:
+    config = runtime.config
+    check_id_lengths(config, ("path", "item_id", item_id), ("query", "category", category))
+    check_k(k, config)
+    item = valid_id("item_id", item_id, config)
+    options = rank_options(config, "none", category, min_price, max_price, 0.0)
+    return SimilarQuery(require_model(runtime), item, k, options)
+
+
+UserRecommendation = Annotated[RecJob, Depends(user_recommendation)]
+SessionRecommendation = Annotated[RecJob, Depends(session_recommendation)]
+SimilarItems = Annotated[SimilarQuery, Depends(similar_items)]

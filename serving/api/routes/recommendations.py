@@ -1,0 +1,37 @@
+"""``GET /v1/recommendations/{user_id}`` (model + the user's live state) and ``POST /v1/recommendations``
+(an anonymous session from its recent items): both scored by the runtime's micro-batcher."""
+
+from fastapi import APIRouter
+
+from serving.api.deps import Runtime, SessionRecommendation, UserRecommendation
+from serving.api.errors import CLIENT_ERRORS
+from serving.api.schemas import ItemOut, ModelRef, RecommendationsOut
+from serving.runtime import RecJob, ServingRuntime
+
+router = APIRouter()
+
+USER_ROUTE = "/v1/recommendations/{user_id}"
+SESSION_ROUTE = "/v1/recommendations"
+
+
+@router.get(USER_ROUTE, response_model=RecommendationsOut, responses=CLIENT_ERRORS)
+async def recommendations(job: UserRecommendation, runtime: Runtime) -> RecommendationsOut:
+    return await _recommend(runtime, job, USER_ROUTE)
+
+
+@router.post(SESSION_ROUTE, response_model=RecommendationsOut, responses=CLIENT_ERRORS)
+async def session_recommendations(job: SessionRecommendation, runtime: Runtime) -> RecommendationsOut:
+    return await _recommend(runtime, job, SESSION_ROUTE)
+
+
+async def _recommend(runtime: ServingRuntime, job: RecJob, route: str) -> RecommendationsOut:
+    ranking, live_items = await runtime.batcher.submit(job)
+    if ranking.fallback:
+        runtime.metrics.fallbacks.labels(route).inc()
+    return RecommendationsOut(
+        user_id=job.request.user_id,
+        items=[ItemOut.of(item) for item in ranking.items],
+        model=ModelRef.of(job.loaded),
+        fallback=ranking.fallback,
+        live_items=live_items,
+    )
