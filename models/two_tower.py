@@ -157,8 +157,8 @@ class TwoTower(Recommender):
         seqs = [np.asarray(s, dtype=np.int64) for s in data.sequences if len(s) >= 2]
         if not seqs:
             raise ValueError("two_tower: no user has 2+ train items in data.sequences; nothing to learn from")
-        params = list(self.item_tower.parameters()) + list(self.user_tower.parameters())
-        opt = torch.optim.Adam(params, lr=float(params["lr"]), weight_decay=float(params["weight_decay"]))
+        weights = list(self.item_tower.parameters()) + list(self.user_tower.parameters())
+        opt = torch.optim.Adam(weights, lr=float(params["lr"]), weight_decay=float(params["weight_decay"]))
         stopper = EarlyStopping(int(params["patience"]))
         val_users = validation_users(data, int(params["val_users"]), int(params["seed"]))
         batch, n_neg = int(params["batch_size"]), int(params["n_negatives"])
