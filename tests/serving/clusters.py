@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.config import Config, load_config
 from core.settings import Settings
 from evaluation.data import TrainData
 from training.train import write_serving_files
@@ -96,3 +97,8 @@ def served(app: object) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def live_cfg(**serving: object) -> Config:
+    """The project config with a slow poll (tests refresh by hand) and any ``[serving]`` keys changed."""
+    return load_config().replace(serving={"poll_seconds": 60.0, **serving})

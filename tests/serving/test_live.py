@@ -1,6 +1,7 @@
 """Real-time serving: events in, live state, ranking options, routes, metrics, graceful shutdown.
 
-All against a real BPR model trained on two item clusters (``tests/serving/clusters.py``).
+All against a real BPR model trained on two item clusters (``tests/serving/clusters.py``); the
+``registry_dir`` and ``client`` fixtures are in ``tests/serving/conftest.py``.
 """
 
 from __future__ import annotations
@@ -15,31 +16,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from core.config import Config, load_config
 from core.lake import Lake
-from core.registry import ServingRegistry
 from serving.app import create_app
 from serving.state import LiveEvent, MemoryState, open_state
-from tests.serving.clusters import UNAVAILABLE, cluster_items, served, settings_for
-
-
-def live_cfg(**serving: object) -> Config:
-    return load_config().replace(serving={"poll_seconds": 60.0, **serving})
-
-
-@pytest.fixture
-def registry_dir(tmp_path: Path, bpr_artifact: Path) -> Path:
-    reg = ServingRegistry(str(tmp_path / "registry"))
-    reg.publish(bpr_artifact, "bpr", 1)
-    reg.set_champion("bpr", 1)
-    return tmp_path / "registry"
-
-
-@pytest.fixture
-def client(tmp_path: Path, registry_dir: Path) -> Iterator[TestClient]:
-    app = create_app(settings_for(tmp_path / "home", registry_dir), cfg=live_cfg(), poll=False)
-    with TestClient(app) as c:
-        yield c
+from tests.serving.clusters import UNAVAILABLE, cluster_items, live_cfg, served, settings_for
 
 
 def ids(body: dict) -> list[str]:
