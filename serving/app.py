@@ -33,11 +33,11 @@ from serving.store import ModelStore
 
 def build_store(settings: Settings | None = None, cfg: Config | None = None) -> ModelStore:
     """The model store for these settings: registry from ``Settings.registry``, cache under home."""
-    serving = serving_settings(settings)
+    server_settings = serving_settings(settings)
     config = (cfg or load_config()).serving
     return ModelStore(
-        ServingRegistry.from_settings(serving),
-        serving.cache_dir,
+        ServingRegistry.from_settings(server_settings),
+        server_settings.cache_dir,
         config.poll_seconds,
         scorer_options={"index_kind": config.index, "index_exact_max_items": config.index_exact_max_items},
     )
@@ -52,18 +52,19 @@ def create_app(
     landing: LandingWriter | None = None,
 ) -> FastAPI:
     """The scoring API. ``store``/``state``/``landing`` may be given (tests, embedding); ``poll=False`` skips the poll thread."""
-    serving = serving_settings(settings)
+    server_settings = serving_settings(settings)
     config = (cfg or load_config()).serving
-    runtime = ServingRuntime(
-        config,
-        store=store or build_store(serving, cfg),
-        user_state=state
-        or open_state(serving.state_uri, config.state_max_users, config.state_max_recent, config.state_ttl_seconds),
-        landing=landing
-        or LandingWriter(
-            serving.lake, config.landing_flush_events, config.landing_flush_seconds, config.landing_source
-        ),
-    )
+    if store is None:
+        store = build_store(server_settings, cfg)
+    if state is None:
+        state = open_state(
+            server_settings.state_uri, config.state_max_users, config.state_max_recent, config.state_ttl_seconds
+        )
+    if landing is None:
+        landing = LandingWriter(
+            server_settings.lake, config.landing_flush_events, config.landing_flush_seconds, config.landing_source
+        )
+    runtime = ServingRuntime(config, store, state, landing)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -33,7 +33,7 @@ from serving.store import LoadedModel
 
 
 async def get_runtime(request: Request) -> ServingRuntime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+    return request.app.state.runtime
 
 
 Runtime = Annotated[ServingRuntime, Depends(get_runtime)]
@@ -41,9 +41,9 @@ Runtime = Annotated[ServingRuntime, Depends(get_runtime)]
 
 def require_model(runtime: Runtime) -> LoadedModel:
     """The serving model, read once for the request (a swap never changes it midway); 503 before the first."""
-    loaded = runtime.store.current
+    store = runtime.store
+    loaded = store.current
     if loaded is None:
-        store = runtime.store
         reason = store.status.last_error or f"no champion.json in {store.registry.uri} yet"
         raise ApiError(503, f"no model loaded yet: {reason}")
     return loaded
