@@ -121,6 +121,26 @@ def rank_options(
     )
 
 
+def _checked_path_ranking(
+    runtime: ServingRuntime,
+    id_name: str,
+    id_value: str,
+    k: int,
+    exclude: str | None,
+    category: str | None,
+    min_price: float | None,
+    max_price: float | None,
+    diversity: float | None,
+) -> tuple[LoadedModel, str, RankOptions]:
+    """A GET ranking route's checks in their order: id lengths, ``k``, the path id, the filters, the model."""
+    config = runtime.config
+    check_id_lengths(config, ("path", id_name, id_value), ("query", "category", category))
+    check_k(k, config)
+    valid = valid_id(id_name, id_value, config)
+    options = rank_options(config, exclude, category, min_price, max_price, diversity)
+    return require_model(runtime), valid, options
+
+
 async def user_recommendation(
     runtime: Runtime,
     user_id: UserIdPath,
@@ -132,12 +152,10 @@ async def user_recommendation(
     diversity: DiversityQuery = None,
 ) -> RecJob:
     """``GET /v1/recommendations/{user_id}``'s job: the user (live state is read when it is scored)."""
-    config = runtime.config
-    check_id_lengths(config, ("path", "user_id", user_id), ("query", "category", category))
-    check_k(k, config)
-    user = valid_id("user_id", user_id, config)
-    options = rank_options(config, exclude, category, min_price, max_price, diversity)
-    return RecJob(require_model(runtime), RecRequest(user, k, options=options))
+    loaded, user, options = _checked_path_ranking(
+        runtime, "user_id", user_id, k, exclude, category, min_price, max_price, diversity
+    )
+    return RecJob(loaded, RecRequest(user, k, options=options))
 
 
 async def session_recommendation(runtime: Runtime, session: Annotated[SessionIn, Body()]) -> RecJob:
@@ -177,12 +195,11 @@ async def similar_items(
     min_price: MinPriceQuery = None,
     max_price: MaxPriceQuery = None,
 ) -> SimilarQuery:
-    config = runtime.config
-    check_id_lengths(config, ("path", "item_id", item_id), ("query", "category", category))
-    check_k(k, config)
-    item = valid_id("item_id", item_id, config)
-    options = rank_options(config, "none", category, min_price, max_price, 0.0)
-    return SimilarQuery(require_model(runtime), item, k, options)
+    """``GET /v1/items/{item_id}/similar``'s query: nothing excluded but the item itself, no diversity."""
+    loaded, item, options = _checked_path_ranking(
+        runtime, "item_id", item_id, k, "none", category, min_price, max_price, 0.0
+    )
+    return SimilarQuery(loaded, item, k, options)
 
 
 UserRecommendation = Annotated[RecJob, Depends(user_recommendation)]
