@@ -56,7 +56,7 @@ ui-mlflow: venv
 	$(VENV)/bin/mlflow ui --backend-store-uri "$$($(PY) -c 'from core.settings import get_settings; print(get_settings().tracking_uri)')" --port 5000
 
 ui-airflow: venv
-	eval "$$($(PY) -m jobs.pipeline --print-env)" && $(VENV)/bin/airflow standalone
+	eval "$$($(PY) -m jobs.pipeline --print-env)" && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" exec airflow standalone
 
 clean:
 	rm -rf .recsys

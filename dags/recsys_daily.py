@@ -81,16 +81,36 @@ def _runtime() -> tuple[dict[str, Any], dt.date, str, Config]:
 def recsys_daily() -> None:
     @task(**DATA_RETRIES)
     def land() -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from core.reports import write_report
         from jobs.loaders import land as land_data
+        from jobs.loaders import landing_coverage
 
         params, run_date, lake, _ = _runtime()
+        window_days = int(params["window_days"])
         if params["format"] == "landing":
+            coverage = landing_coverage(lake, run_date, window_days)
             report = {"format": "landing", "note": "no dataset given: processing the landing zone as it is"}
+            report["window"] = coverage
+            if not coverage["days_in"]:
+                write_report(lake, run_date, "land", report)
+                raise AirflowFailException(
+                    f"no landing data in the window {coverage['start']}..{coverage['end']} "
+                    f"({coverage['days_before']} older landing day(s) lie outside it): drop event files into "
+                    f"{lake}/landing/events/dt=YYYY-MM-DD/, widen window_days, or trigger with format=simulated"
+                )
         else:
             sim = {"n_users": params["sim_users"], "n_items": params["sim_items"], "days": params["sim_days"]}
             options = {**sim, "seed": params["seed"]} if params["format"] == "simulated" else {}
-            report = land_data(params["dataset"] or None, params["format"], lake, run_date, **options)
+            report = land_data(params["dataset"] or None, params["format"], lake, run_date, window_days, **options)
+            if not report["window"]["events_in"]:
+                write_report(lake, run_date, "land", report)
+                raise AirflowFailException(
+                    f"none of the {report.get('n_events', 0)} events ({report.get('start')}..{report.get('end')}) "
+                    f"lies in the window {report['window']['start']}..{report['window']['end']}: "
+                    "set run_date to the data's last day or widen window_days"
+                )
         write_report(lake, run_date, "land", report)
         return report
 

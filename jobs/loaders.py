@@ -436,14 +436,20 @@ def write_landing(events: pd.DataFrame, items: pd.DataFrame | None, lake_root: s
 
 
 def land(
-    source: str | Path | None, fmt: str, lake_root: str | Path, run_date: dt.date, **sim_opts: Any
+    source: str | Path | None,
+    fmt: str,
+    lake_root: str | Path,
+    run_date: dt.date,
+    window_days: int | None = None,
+    **sim_opts: Any,
 ) -> dict[str, Any]:
     """Put a data source into the landing zone and report what was written.
 
     ``fmt="simulated"`` runs the simulator with ``end_date=run_date`` (``sim_opts``: ``SimConfig``
     fields, or ``users``/``items``/``categories``/``brands``); other formats read ``source`` and write
     it partitioned by event day. The report has ``rows_per_day``, ``start``, ``end``, ``n_users``,
-    ``n_items`` and the reader's conversion counts under ``converted``.
+    ``n_items``, the reader's conversion counts under ``converted`` and, given ``window_days``, what
+    of the data the run's window ``[run_date - window_days + 1, run_date]`` leaves out (``window``).
     """
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is unknown; use one of {FORMATS}")
@@ -456,7 +462,10 @@ def land(
             raise ValueError(
                 f"land(simulated): unknown option(s) {sorted(unknown)}; use SimConfig fields except end_date (run_date sets it)"
             )
-        return simulate_to_landing(SimConfig(end_date=run_date, **opts), lake_root)
+        summary = simulate_to_landing(SimConfig(end_date=run_date, **opts), lake_root)
+        if window_days is not None:
+            summary["window"] = window_coverage(summary["rows_per_day"], run_date, window_days)
+        return summary
     if sim_opts:
         raise ValueError(f"land({fmt}): options {sorted(sim_opts)} only apply to format 'simulated'")
     if source is None:
@@ -466,7 +475,64 @@ def land(
     report["source"] = str(source)
     report["run_date"] = run_date.isoformat()
     report["converted"] = dict(events.attrs.get("report", {}))
+    if window_days is not None:
+        report["window"] = window_coverage(report["rows_per_day"], run_date, window_days, events)
     return report
+
+
+def window_coverage(
+    rows_per_day: dict[str, int], run_date: dt.date, window_days: int, events: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """What a run's window ``[run_date - window_days + 1, run_date]`` keeps of the landed data.
+
+    Counts events before the window and after ``run_date``; with ``events``, also the users and items
+    that only appear outside it (a run never sees them). ``days_to_cover_all`` is the window that would
+    take every landed day up to ``run_date``.
+    """
+    start = run_date - dt.timedelta(days=window_days - 1)
+    days = {dt.date.fromisoformat(d): n for d, n in rows_per_day.items()}
+    out: dict[str, Any] = {
+        "start": start.isoformat(),
+        "end": run_date.isoformat(),
+        "days": window_days,
+        "events_in": sum(n for d, n in days.items() if start <= d <= run_date),
+        "events_before": sum(n for d, n in days.items() if d < start),
+        "events_after": sum(n for d, n in days.items() if d > run_date),
+        "days_to_cover_all": (run_date - min(days)).days + 1 if days and min(days) <= run_date else window_days,
+    }
+    timed = events.loc[events[TS_COL].notna()] if events is not None else None
+    if timed is not None and len(timed):
+        day = timed[TS_COL].dt.tz_convert("UTC").dt.date
+        inside = (day >= start) & (day <= run_date)
+        for col, name in ((USER_COL, "users"), (ITEM_COL, "items")):
+            outside_only = ~timed.loc[~inside, col].drop_duplicates().isin(set(timed.loc[inside, col]))
+            out[f"{name}_only_outside"] = int(outside_only.sum())
+    return out
+
+
+def landing_coverage(lake_root: str | Path, run_date: dt.date, window_days: int) -> dict[str, Any]:
+    """The landing zone as a run's window sees it, from file sizes only (nothing is read).
+
+    ``days_in``/``bytes_in``: landing days inside ``[run_date - window_days + 1, run_date]``;
+    ``days_before``/``bytes_before`` and ``days_after``: landing days the window leaves out.
+    """
+    lake = Lake(lake_root)
+    start = run_date - dt.timedelta(days=window_days - 1)
+    out: dict[str, Any] = {"start": start.isoformat(), "end": run_date.isoformat(), "days": window_days}
+    sizes = {
+        day: sum(f.stat().st_size for f in lake.landing_events(day).glob("*.jsonl*"))
+        for day in Lake.partition_days(lake.landing_events())
+    }
+    for name, keep in (
+        ("in", lambda d: start <= d <= run_date),
+        ("before", lambda d: d < start),
+        ("after", lambda d: d > run_date),
+    ):
+        chosen = [d for d in sizes if keep(d)]
+        out[f"days_{name}"] = len(chosen)
+        out[f"bytes_{name}"] = sum(sizes[d] for d in chosen)
+    out["days_to_cover_all"] = (run_date - min(sizes)).days + 1 if sizes and min(sizes) <= run_date else window_days
+    return out
 
 
 def data_end_date(source: str | Path | None, fmt: str) -> dt.date:

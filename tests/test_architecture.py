@@ -43,7 +43,10 @@ FORBIDDEN: dict[str, set[str]] = {
 
 #: Deliberate exceptions, each with its reason.
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("models/offline.py", "training"): "`python -m models.offline` is the command users type; it forwards to training.offline",
+    (
+        "models/offline.py",
+        "training",
+    ): "`python -m models.offline` is the command users type; it forwards to training.offline",
 }
 
 

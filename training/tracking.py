@@ -6,12 +6,13 @@ Only training and promotion import this module (serving must not need MLflow).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,22 +49,52 @@ def json_safe_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
 
 def configure(settings: Settings) -> str:
     """Point MLflow at ``settings`` (tracking + registry URI) and return the experiment id, creating the
-    experiment with ``settings.artifact_root`` as its artifact location when it does not exist."""
+    experiment with ``settings.artifact_root`` as its artifact location when it does not exist.
+
+    On a SQLite store the first use creates the schema; parallel training tasks (LocalExecutor) would
+    race on that, so set-up holds an exclusive file lock next to the database.
+    """
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
+    lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if settings.tracking_uri.startswith("sqlite:///"):
-        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
-    if experiment is None:
-        location = settings.artifact_root
-        if "://" not in location:
-            Path(location).mkdir(parents=True, exist_ok=True)
-            location = Path(location).absolute().as_uri()
-        experiment_id = mlflow.create_experiment(settings.mlflow_experiment, artifact_location=location)
-    else:
-        experiment_id = experiment.experiment_id
+        db = Path(settings.tracking_uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        lock = _file_lock(db.with_name(db.name + ".setup.lock"))
+    with lock:
+        experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
+        if experiment is None:
+            location = settings.artifact_root
+            if "://" not in location:
+                Path(location).mkdir(parents=True, exist_ok=True)
+                location = Path(location).absolute().as_uri()
+            experiment_id = mlflow.create_experiment(settings.mlflow_experiment, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, timeout_s: float = 120.0) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (other processes wait up to ``timeout_s``)."""
+    import fcntl
+    import time
+
+    with open(path, "a") as fh:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{path} held by another process for {timeout_s:.0f}s") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class RecommenderPyfunc(PythonModel):

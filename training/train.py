@@ -20,6 +20,7 @@ import pandas as pd
 
 from core import artifacts
 from core.config import Config, load_config
+from core.reports import write_progress
 from core.settings import Settings, get_settings
 from evaluation.data import TrainData
 from evaluation.evaluate import evaluate
@@ -91,6 +92,8 @@ def train_model(
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             curve.append({"epoch": float(epoch), **metrics})
             mlflow.log_metrics(tracking.finite_metrics(metrics), step=epoch)
+            progress = {"epoch": len(curve), "epochs": model.params.get("epochs"), "metrics": metrics}
+            write_progress(settings.lake, dt.date.fromisoformat(run_day), f"train_{model_name}", progress)
 
         start = time.perf_counter()
         model.fit(data, callback=on_epoch)

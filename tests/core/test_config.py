@@ -40,7 +40,12 @@ def test_replace_derives_a_checked_copy() -> None:
     [
         ("serving", "max_k", 0, r"serving.max_k=0 must be > 0"),
         ("serving", "max_k", "ten", r"serving.max_k='ten' must be int"),
-        ("validation", "raw_missing_price_max_fraction", 1.5, r"raw_missing_price_max_fraction=1.5 must be within 0..1"),
+        (
+            "validation",
+            "raw_missing_price_max_fraction",
+            1.5,
+            r"raw_missing_price_max_fraction=1.5 must be within 0..1",
+        ),
         ("events", "weights", {"view": "x"}, r"events.weights.view='x' must be float"),
         ("train", "models", ["popularity", "magic"], r"\['magic'\] are not in train.zoo"),
         ("promotion", "must_beat_popularity", "yes", r"must_beat_popularity='yes' must be bool"),
