@@ -14,18 +14,20 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
 from core.settings import get_settings
 
 
-def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> dict:
+def _wait_healthy(base: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 120.0) -> dict:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"the scoring API exited with status {proc.returncode} before becoming healthy")
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"the scoring API exited with status {proc.returncode} before becoming healthy:\n{tail}")
         try:
             resp = httpx.get(f"{base}/health", timeout=2.0)
             if resp.status_code == 200:
@@ -34,7 +36,7 @@ def _wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 120
         except httpx.HTTPError as exc:
             last = str(exc)
         time.sleep(0.5)
-    raise SystemExit(f"the scoring API did not become healthy within {timeout:.0f}s: {last}")
+    raise SystemExit(f"the scoring API did not become healthy within {timeout:.0f}s: {last} (logs: {log_path})")
 
 
 def _known_users(limit: int = 200) -> list[str]:
@@ -69,10 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = f"http://127.0.0.1:{args.port}"
     env = {**os.environ, "RECSYS_PORT": str(args.port)}
-    proc = subprocess.Popen([sys.executable, "-m", "serving"], env=env)
+    log_path = get_settings().home.absolute() / "logs" / f"serving-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "serving"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        health = _wait_healthy(base, proc)
-        print(f"\nScoring API up on {base} serving {json.dumps(health.get('model', health))}\n")
+        health = _wait_healthy(base, proc, log_path)
+        print(f"\nScoring API up on {base} serving {json.dumps(health.get('model', health))}")
+        print(f"API logs: {log_path}\n")
         example = pick_example_user(base, args.k)
         if example:
             user, body = example
