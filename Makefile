@@ -6,14 +6,16 @@ PY := $(VENV)/bin/python
 DATA ?=
 FORMAT ?= $(if $(DATA),events,simulated)
 PIPELINE_ARGS ?=
+QUARANTINE_ARGS ?=
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv run pipeline serve test lint typecheck bench ui-mlflow ui-airflow clean
+.PHONY: help venv run pipeline quarantine serve test lint typecheck bench ui-mlflow ui-airflow clean
 
 help:
 	@echo "make run       pipeline once on the simulated shop, then the scoring API on $${RECSYS_PORT:-$${PORT:-8000}}"
 	@echo "make pipeline  one run of the DAG recsys_daily [DATA=path FORMAT=simulated|events|s3rec|diginetica]"
+	@echo "make quarantine  set aside the landing files a failed raw gate named [QUARANTINE_ARGS='--list' / '--restore ID' / '--file F']"
 	@echo "make serve     the scoring API alone, on the current registry"
 	@echo "make test      lint, type check and the whole test suite"
 	@echo "make ui-mlflow / ui-airflow   the local MLflow UI (port 5000) / Airflow standalone (port 8080)"
@@ -32,6 +34,9 @@ run: venv
 
 pipeline: venv
 	$(PY) -m jobs.pipeline --format $(FORMAT) $(if $(DATA),--data "$(DATA)") $(PIPELINE_ARGS)
+
+quarantine: venv
+	$(PY) -m jobs.quarantine $(QUARANTINE_ARGS)
 
 serve: venv
 	$(PY) -m serving
