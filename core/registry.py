@@ -4,12 +4,15 @@
 <registry>/<model_name>/<version>/            model artifacts (model.json, ids.json, arrays.npz, fallback.json, ...)
 <registry>/<model_name>/<version>/manifest.json  identity, MLflow lineage, metrics, data window, files {name: sha256}, checksum
 <registry>/champion.json                       {model_name, version, path, checksum, promoted_at}
+<registry>/experiment.json                     the online experiment (``core.experiments``), checksummed
 ```
 
 The registry is a local directory or an S3 prefix (boto3, any S3-compatible endpoint), chosen by the
 URI. Order of writes is the consistency protocol: artifact files, then ``manifest.json``, then
 ``champion.json``; a reader that follows the pointer therefore always finds a complete version, and
-``fetch`` verifies every byte against the manifest before anything is loaded.
+``fetch`` verifies every byte against the manifest before anything is loaded. ``experiment.json``
+names published versions only (each arm carries its manifest checksum, like the champion pointer) and
+its own checksum (``core.experiments.document_checksum``): a document edited by hand is refused.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from core.experiments import EXPERIMENT_FILE, ExperimentError, document_checksum, validate_document
 from core.lake import commit_path, staging_path
 from core.settings import Settings, get_settings
 
 MANIFEST = "manifest.json"
 CHAMPION = "champion.json"
+EXPERIMENT = EXPERIMENT_FILE
 MANIFEST_SCHEMA_VERSION = 1
 #: Manifest keys computed by the registry; ``manifest_extra`` may not override them.
 RESERVED_KEYS = ("model_name", "version", "files", "checksum", "created_at")
@@ -58,6 +63,10 @@ class Backend(Protocol):
         ...
 
     def url(self, key: str) -> str: ...
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; False when it was not there."""
+        ...
 
 
 class LocalBackend:
@@ -100,6 +109,14 @@ class LocalBackend:
 
     def url(self, key: str) -> str:
         return str(self._path(key))
+
+    def delete(self, key: str) -> bool:
+        path = self._path(key)
+        if not path.is_file():
+            return False
+        path.unlink()
+        self.write_log.append(f"-{key}")
+        return True
 
 
 class S3Backend:
@@ -145,6 +162,15 @@ class S3Backend:
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def delete(self, key: str) -> bool:
+        try:
+            self.get(key)
+        except FileNotFoundError:
+            return False
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        self.write_log.append(f"-{key}")
+        return True
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -267,13 +293,7 @@ class ServingRegistry:
     def set_champion(self, model_name: str, version: str | int) -> dict[str, Any]:
         """Point ``champion.json`` at a published, complete version (one atomic write, done last)."""
         version = str(version)
-        manifest = self.manifest(model_name, version)
-        present = set(self.backend.list_keys(f"{model_name}/{version}"))
-        missing = sorted(name for name in manifest["files"] if f"{model_name}/{version}/{name}" not in present)
-        if missing:
-            raise RegistryError(
-                f"{self.version_url(model_name, version)} lacks {missing}; re-publish it before pointing the champion at it"
-            )
+        manifest = self.complete_manifest(model_name, version, "pointing the champion at it")
         pointer = {
             "model_name": model_name,
             "version": version,
@@ -283,6 +303,74 @@ class ServingRegistry:
         }
         self.backend.put(CHAMPION, _dumps(pointer))
         return pointer
+
+    def complete_manifest(self, model_name: str, version: str | int, purpose: str = "using it") -> dict[str, Any]:
+        """The manifest of a published version whose every listed file is present (else ``RegistryError``)."""
+        version = str(version)
+        manifest = self.manifest(model_name, version)
+        present = set(self.backend.list_keys(f"{model_name}/{version}"))
+        missing = sorted(name for name in manifest["files"] if f"{model_name}/{version}/{name}" not in present)
+        if missing:
+            raise RegistryError(
+                f"{self.version_url(model_name, version)} lacks {missing}; re-publish it before {purpose}"
+            )
+        return manifest
+
+    # ---- experiment ---------------------------------------------------------------------------
+    def write_experiment(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        """Check ``document`` (``core.experiments``), pin each arm to its published version's checksum,
+        checksum the whole and write ``experiment.json`` in one atomic write; returns what was written.
+
+        Every arm must be a complete published version; an arm that already names a checksum must
+        match its manifest's (a version re-published under the same number is refused).
+        """
+        try:
+            doc = validate_document(document, require_checksums=False)
+        except ExperimentError as exc:
+            raise RegistryError(f"experiment: {exc}") from None
+        for arm in doc["arms"]:
+            label = f"experiment arm {arm['variant']!r}"
+            try:
+                manifest = self.complete_manifest(arm["model_name"], arm["version"], f"making it {label}")
+            except RegistryError as exc:
+                raise RegistryError(f"{label}: {exc}") from None
+            if arm["checksum"] not in (None, manifest["checksum"]):
+                raise RegistryError(
+                    f"{label}: {arm['model_name']}/{arm['version']} has checksum {manifest['checksum']}, "
+                    f"not {arm['checksum']}; the version changed since the experiment was planned"
+                )
+            arm["checksum"] = manifest["checksum"]
+        doc["checksum"] = document_checksum(doc)
+        self.backend.put(EXPERIMENT, _dumps(doc))
+        return doc
+
+    def experiment(self) -> dict[str, Any] | None:
+        """The experiment document, checked and its checksum verified; ``None`` when there is none.
+
+        A document that is not valid JSON, fails validation or whose checksum does not match its
+        content (edited by hand, half copied) raises ``RegistryError``: serving keeps what it had.
+        """
+        try:
+            raw = self.backend.get(EXPERIMENT)
+        except FileNotFoundError:
+            return None
+        where = self.backend.url(EXPERIMENT)
+        doc = _loads(raw, where)
+        try:
+            checked = validate_document(doc)
+        except ExperimentError as exc:
+            raise RegistryError(f"{where}: {exc}; rewrite it with python -m training.experiment") from None
+        want = document_checksum(doc)
+        if doc.get("checksum") != want:
+            raise RegistryError(
+                f"{where}: checksum {doc.get('checksum')} does not match its content ({want}); it was edited "
+                "outside the registry: refused. Rewrite it with python -m training.experiment"
+            )
+        return checked
+
+    def clear_experiment(self) -> bool:
+        """Delete ``experiment.json``; False when there was none."""
+        return self.backend.delete(EXPERIMENT)
 
     # ---- read side -------------------------------------------------------------------------
     def champion(self) -> dict[str, Any] | None:
