@@ -9,6 +9,7 @@ value for one run, derive a new config: ``cfg.replace(split={"protocol": "tempor
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import tomllib
 import types
@@ -72,6 +73,18 @@ class ValidationConfig:
     min_users: int
     min_items: int
     clean_min_price_fraction: float = 0.95
+    ts_floor: str = "2000-01-01"
+    ts_future_tolerance_hours: float = 2.0
+    unknown_item_max_fraction: float = 0.05
+    min_day_events: int = 1
+    volume_lookback_days: int = 14
+    volume_min_history_days: int = 3
+    volume_min_ratio: float = 0.25
+    volume_max_ratio: float = 4.0
+    psi_max_event_type: float = 0.1
+    psi_max_item_popularity: float = 0.25
+    drift_top_items: int = 50
+    drift_min_events: int = 2000
 
     def check(self) -> None:
         _fraction(
@@ -79,7 +92,33 @@ class ValidationConfig:
             raw_unknown_event_type_max_fraction=self.raw_unknown_event_type_max_fraction,
             raw_missing_price_max_fraction=self.raw_missing_price_max_fraction,
             clean_min_price_fraction=self.clean_min_price_fraction,
+            unknown_item_max_fraction=self.unknown_item_max_fraction,
         )
+        try:
+            dt.date.fromisoformat(self.ts_floor)
+        except ValueError:
+            raise ConfigError(f"config validation.ts_floor={self.ts_floor!r} must be a date, YYYY-MM-DD") from None
+        _at_least(
+            "validation",
+            0,
+            ts_future_tolerance_hours=self.ts_future_tolerance_hours,
+            min_day_events=self.min_day_events,
+            volume_min_ratio=self.volume_min_ratio,
+            psi_max_event_type=self.psi_max_event_type,
+            psi_max_item_popularity=self.psi_max_item_popularity,
+            drift_min_events=self.drift_min_events,
+        )
+        _positive(
+            "validation",
+            volume_lookback_days=self.volume_lookback_days,
+            volume_min_history_days=self.volume_min_history_days,
+            drift_top_items=self.drift_top_items,
+        )
+        if self.volume_max_ratio <= max(self.volume_min_ratio, 1.0) or self.volume_min_ratio > 1.0:
+            raise ConfigError(
+                f"config validation.volume_min_ratio={self.volume_min_ratio} / volume_max_ratio={self.volume_max_ratio}"
+                " must bracket 1 (min <= 1 < max)"
+            )
         _at_least(
             "validation", 0, min_clean_events=self.min_clean_events, min_users=self.min_users, min_items=self.min_items
         )
@@ -155,9 +194,15 @@ class PromotionConfig:
     metric: str
     margin: float
     must_beat_popularity: bool = True
+    canary_share: float = 0.0
 
     def check(self) -> None:
         _at_least("promotion", 0, margin=self.margin)
+        if not 0.0 <= self.canary_share < 1.0:
+            raise ConfigError(
+                f"config promotion.canary_share={self.canary_share} must be within [0, 1): 0 = off, else the "
+                "traffic share a new winner starts with"
+            )
 
 
 @dataclass(frozen=True)
@@ -181,6 +226,10 @@ class ServingConfig:
     landing_flush_events: int
     landing_flush_seconds: float
     landing_source: str
+    log_exposures: bool = True
+    exposure_flush_events: int = 5000
+    exposure_flush_seconds: float = 5.0
+    exposure_max_pending: int = 100_000
 
     def check(self) -> None:
         _positive(
@@ -199,6 +248,58 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class AttributionConfig:
+    """``[attribution]``: how long after an exposure an event counts for it, and the API's bound on what it remembers."""
+
+    window_minutes: int
+    memory_max_requests: int = 200_000
+
+    def check(self) -> None:
+        _positive("attribution", window_minutes=self.window_minutes, memory_max_requests=self.memory_max_requests)
+
+    @property
+    def window_seconds(self) -> int:
+        return self.window_minutes * 60
+
+
+@dataclass(frozen=True)
+class AlertingConfig:
+    """``[alerting]``: where failure alerts of the DAG go (empty URL = off) and how long one may take."""
+
+    webhook_url: str
+    timeout_seconds: float
+
+    def check(self) -> None:
+        _positive("alerting", timeout_seconds=self.timeout_seconds)
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ConfigError(f"config alerting.webhook_url={self.webhook_url!r} must be an http(s) URL or empty")
+
+
+@dataclass(frozen=True)
+class DagConfig:
+    """``[dag]``: each task's execution timeout (a default, and per task id or id prefix) and the run's timeout."""
+
+    default_task_timeout_minutes: float
+    task_timeout_minutes: dict[str, float]
+    run_timeout_minutes: float
+
+    def check(self) -> None:
+        _positive(
+            "dag",
+            default_task_timeout_minutes=self.default_task_timeout_minutes,
+            run_timeout_minutes=self.run_timeout_minutes,
+            **{f"task_timeout_minutes.{k}": v for k, v in self.task_timeout_minutes.items()},
+        )
+
+    def task_timeout(self, task_id: str) -> float:
+        """Minutes for ``task_id``: its own entry, else the longest matching prefix (``train`` → ``train_bpr``), else the default."""
+        if task_id in self.task_timeout_minutes:
+            return self.task_timeout_minutes[task_id]
+        prefixes = [k for k in self.task_timeout_minutes if task_id.startswith(k + "_")]
+        return self.task_timeout_minutes[max(prefixes, key=len)] if prefixes else self.default_task_timeout_minutes
+
+
+@dataclass(frozen=True)
 class Config:
     """Every section of the pipeline configuration, typed and checked."""
 
@@ -211,6 +312,9 @@ class Config:
     train: TrainConfig
     promotion: PromotionConfig
     serving: ServingConfig
+    attribution: AttributionConfig
+    alerting: AlertingConfig
+    dag: DagConfig
     source: str = field(default="", compare=False)
 
     SECTIONS: ClassVar[tuple[str, ...]] = (
@@ -223,6 +327,9 @@ class Config:
         "train",
         "promotion",
         "serving",
+        "attribution",
+        "alerting",
+        "dag",
     )
 
     @classmethod

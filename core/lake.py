@@ -3,9 +3,11 @@
 ```
 landing/events/dt=YYYY-MM-DD/*.jsonl   raw drops (loaders, simulator, scoring API event log)
 landing/items/*.jsonl                  catalogue drops
+landing/exposures/dt=YYYY-MM-DD/*.jsonl  what the scoring API showed (one record per response)
 bronze/events/dt=YYYY-MM-DD/           typed Parquet (ingest)
 silver/events/dt=YYYY-MM-DD/           clean Parquet (clean)
 silver/items/                          clean catalogue (clean)
+silver/interactions_daily/dt=YYYY-MM-DD/  per-day (user, item) partial aggregates (features' cache)
 gold/<run_date>/{interactions,users,items,sequences,split=train,split=valid,split=test}
 reports/<run_date>/<stage>.json        row counts and drop reasons per stage
 ```
@@ -28,6 +30,10 @@ class Lake:
         base = self.root / "landing" / "events"
         return base if day is None else base / f"dt={day.isoformat()}"
 
+    def landing_exposures(self, day: dt.date | None = None) -> Path:
+        base = self.root / "landing" / "exposures"
+        return base if day is None else base / f"dt={day.isoformat()}"
+
     def landing_items(self) -> Path:
         return self.root / "landing" / "items"
 
@@ -41,6 +47,11 @@ class Lake:
 
     def silver_items(self) -> Path:
         return self.root / "silver" / "items"
+
+    def daily_interactions(self, day: dt.date | None = None) -> Path:
+        """Per landing day, the (user, item) partial aggregates features builds from that silver day and reuses."""
+        base = self.root / "silver" / "interactions_daily"
+        return base if day is None else base / f"dt={day.isoformat()}"
 
     def gold(self, run_date: dt.date, table: str | None = None) -> Path:
         base = self.root / "gold" / run_date.isoformat()
