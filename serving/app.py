@@ -5,16 +5,18 @@ user state, append to the landing zone in micro-batches; 202); ``GET /v1/recomme
 (model + live state); ``POST /v1/recommendations`` (anonymous session from its recent items); ``GET
 /v1/items/{item_id}/similar`` (cosine of the model's item vectors); ``GET /metrics`` (Prometheus).
 
-``create_app`` builds everything (settings, registry, model store, state, landing writer: a
-``ServingRuntime``) and starts nothing: the first poll, the polling thread and the landing timer start
-with the app's lifespan, and its shutdown flushes every accepted event. Every client error is a 4xx
-JSON ``{"error": ...}`` that names the field; unexpected ones a 500 without a stack trace.
+``create_app`` builds everything (settings, registry, model store, experiment store, state, landing
+writers for events and exposures: a ``ServingRuntime``) and starts nothing: the first polls, the
+polling threads and the landing timers start with the app's lifespan, and its shutdown flushes every
+accepted event and exposure. Every client error is a 4xx JSON ``{"error": ...}`` that names the field;
+unexpected ones a 500 without a stack trace.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -25,8 +27,9 @@ from serving.api.errors import install_error_handlers
 from serving.api.middleware import MetricsMiddleware
 from serving.api.routes import events, health, items, recommendations
 from serving.events import LandingWriter
+from serving.experiments import ExperimentStore
 from serving.runtime import ServingRuntime
-from serving.settings import serving_settings
+from serving.settings import ServingSettings, serving_settings
 from serving.state import StateStore, open_state
 from serving.store import ModelStore
 
@@ -43,6 +46,18 @@ def build_store(settings: Settings | None = None, cfg: Config | None = None) -> 
     )
 
 
+def build_experiments(settings: ServingSettings, cfg: Config, store: ModelStore) -> ExperimentStore:
+    """The experiment store: same registry as the champion, its own cache (``<cache dir>-experiments``)."""
+    config = cfg.serving
+    return ExperimentStore(
+        store.registry,
+        Path(f"{settings.cache_dir}-experiments"),
+        config.poll_seconds,
+        scorer_options=store.scorer_options,
+        champion=lambda: store.current,
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     cfg: Config | None = None,
@@ -50,21 +65,42 @@ def create_app(
     poll: bool = True,
     state: StateStore | None = None,
     landing: LandingWriter | None = None,
+    experiments: ExperimentStore | None = None,
+    exposures: LandingWriter | None = None,
 ) -> FastAPI:
-    """The scoring API. ``store``/``state``/``landing`` may be given (tests, embedding); ``poll=False`` skips the poll thread."""
+    """The scoring API. ``store``/``state``/``landing``/``experiments``/``exposures`` may be given (tests,
+    embedding); ``poll=False`` skips the poll threads. Exposures are logged unless ``[serving] log_exposures``
+    is false (or ``exposures`` is given)."""
     server_settings = serving_settings(settings)
-    config = (cfg or load_config()).serving
+    full = cfg or load_config()
+    config = full.serving
     if store is None:
         store = build_store(server_settings, cfg)
+    if experiments is None:
+        experiments = build_experiments(server_settings, full, store)
     if state is None:
         state = open_state(
-            server_settings.state_uri, config.state_max_users, config.state_max_recent, config.state_ttl_seconds
+            server_settings.state_uri,
+            config.state_max_users,
+            config.state_max_recent,
+            config.state_ttl_seconds,
+            full.attribution.memory_max_requests,
         )
     if landing is None:
         landing = LandingWriter(
             server_settings.lake, config.landing_flush_events, config.landing_flush_seconds, config.landing_source
         )
-    runtime = ServingRuntime(config, store, state, landing)
+    if exposures is None and config.log_exposures:
+        exposures = LandingWriter(
+            server_settings.lake,
+            config.exposure_flush_events,
+            config.exposure_flush_seconds,
+            config.landing_source,
+            dataset="exposures",
+            flush_inline=False,
+            max_pending=config.exposure_max_pending,
+        )
+    runtime = ServingRuntime(config, store, state, landing, experiments, exposures, full.attribution)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -79,6 +115,8 @@ def create_app(
     app.state.store = runtime.store
     app.state.user_state = runtime.user_state
     app.state.landing = runtime.landing
+    app.state.exposures = runtime.exposures
+    app.state.experiments = runtime.experiments
     app.state.metrics = runtime.metrics
     app.state.batcher = runtime.batcher
     app.state.serving_config = config

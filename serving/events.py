@@ -1,13 +1,19 @@
 """Events in: per-event validation against the landing contract and the landing-zone writer.
 
-Flush policy of ``LandingWriter``: accepted events are buffered in memory and written as one JSONL
-file per landing day (``landing/events/dt=<UTC day of the flush>/<source>-<stamp>-<id>.jsonl``) when
-the buffer reaches ``landing_flush_events`` events (inline, by the request that filled it) or when
-``landing_flush_seconds`` have passed since the first buffered event (background thread), whichever
-comes first, and on ``close`` (graceful shutdown flushes everything accepted). Each file is written
-under a hidden temp name (``core.lake.staging_path``, ignored by ingest) and renamed into place, so
-ingest never reads half a file. A failed write keeps the events buffered for the next flush and is
-counted in ``write_errors``.
+Flush policy of ``LandingWriter``: accepted records are buffered in memory and written as one JSONL
+file per landing day (``landing/<dataset>/dt=<UTC day of the flush>/<source>-<stamp>-<id>.jsonl``)
+when the buffer reaches ``flush_events`` records (inline, by the request that filled it; or, with
+``flush_inline=False``, by the background thread, woken at once) or when ``flush_seconds`` have passed
+since the first buffered record (background thread), whichever comes first, and on ``close``
+(graceful shutdown flushes everything accepted). Each file is written under a hidden temp name
+(``core.lake.staging_path``, ignored by ingest), fsynced and renamed into place, so ingest never
+reads half a file. A failed write keeps the records buffered for the next flush and is counted in
+``write_errors``. With ``max_pending`` set, records beyond that many waiting are dropped and counted
+in ``dropped`` (the exposure log: it must never grow without bound; events are never dropped).
+
+The API runs two writers of this one class: accepted events (``dataset="events"``) and the exposure
+log (``dataset="exposures"``, ``flush_inline=False``: no request ever waits for a write), so both
+take the same durable path.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ class EventIn(BaseModel):
     event_id: str | None = None
     price: float | None = Field(default=None, ge=0)
     quantity: int | None = Field(default=None, ge=1)
+    request_id: str | None = Field(default=None, description="The recommendation response this event follows.")
+    position: int | None = Field(default=None, ge=1, description="1-based position of the item in that response.")
 
     @field_validator("price")
     @classmethod
@@ -94,7 +102,7 @@ def validate_event(
         return None, [(_field_of(e.get("loc", ())), str(e.get("msg", "invalid"))) for e in exc.errors()]
     errors: list[tuple[str, str]] = []
     ids: dict[str, str | None] = {}
-    for name in ("user_id", "item_id", "session_id", "event_id"):
+    for name in ("user_id", "item_id", "session_id", "event_id", "request_id"):
         value = getattr(ev, name)
         if value is None:
             ids[name] = None
@@ -120,6 +128,10 @@ def validate_event(
         record["price"] = float(ev.price)
     if ev.quantity is not None:
         record["quantity"] = int(ev.quantity)
+    if ids["request_id"] is not None:
+        record["request_id"] = ids["request_id"]
+    if ev.position is not None:
+        record["position"] = int(ev.position)
     return record, []
 
 
@@ -149,19 +161,31 @@ class LandingWriter:
         flush_seconds: float,
         source: str,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        dataset: str = "events",
+        flush_inline: bool = True,
+        max_pending: int | None = None,
     ) -> None:
         self.lake = Lake(lake_root)
+        folders = {"events": self.lake.landing_events, "exposures": self.lake.landing_exposures}
+        if dataset not in folders:
+            raise ValueError(f"dataset={dataset!r}: the landing writer writes one of {sorted(folders)}")
+        self._folder = folders[dataset]
+        self.dataset = dataset
         self.flush_events = flush_events
         self.flush_seconds = flush_seconds
         self.source = source
         self.clock = clock
+        self.flush_inline = flush_inline
+        self.max_pending = max_pending
         self.written = 0
         self.files = 0
         self.write_errors = 0
+        self.dropped = 0
         self._buffer: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
+        self._urgent = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -170,16 +194,35 @@ class LandingWriter:
         return len(self._buffer)
 
     def add(self, records: list[dict[str, Any]]) -> None:
-        """Buffer records; flush inline once the buffer reaches ``flush_events``."""
+        """Buffer records; once the buffer reaches ``flush_events``, flush inline (or wake the writer thread).
+
+        With ``max_pending``, records that do not fit are dropped and counted in ``dropped``.
+        """
         if not records:
             return
+        dropped = 0
         with self._lock:
+            if self.max_pending is not None:
+                room = max(self.max_pending - len(self._buffer), 0)
+                if room < len(records):
+                    dropped = len(records) - room
+                    self.dropped += dropped
+                    records = records[:room]
             was_empty = not self._buffer
             self._buffer.extend(records)
             full = len(self._buffer) >= self.flush_events
-        if full:
+        if dropped and self.dropped == dropped:
+            log.warning(
+                "landing %s: %d records waiting (max_pending); dropping and counting the rest until a flush succeeds",
+                self.dataset,
+                self.max_pending,
+            )
+        if full and self.flush_inline:
             self.flush()
-        elif was_empty:
+        elif full:
+            self._urgent.set()
+            self._wake.set()
+        elif was_empty and records:
             self._wake.set()
 
     def flush(self) -> int:
@@ -202,7 +245,7 @@ class LandingWriter:
 
     def _write(self, batch: list[dict[str, Any]]) -> Path:
         now = self.clock()
-        folder = self.lake.landing_events(now.date())
+        folder = self._folder(now.date())
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"{self.source}-{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}.jsonl"
         tmp = staging_path(target)
@@ -226,15 +269,18 @@ class LandingWriter:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="landing-writer", daemon=True)
+        self._urgent.clear()
+        self._thread = threading.Thread(target=self._run, name=f"landing-{self.dataset}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait()
             self._wake.clear()
-            if self._stop.wait(self.flush_seconds):
+            self._urgent.wait(self.flush_seconds)  # cut short by a full buffer (flush_inline=False) or close
+            if self._stop.is_set():
                 return
+            self._urgent.clear()
             try:
                 self.flush()
             except Exception:  # the timer must outlive one bad flush
@@ -245,6 +291,7 @@ class LandingWriter:
     def close(self, timeout: float = 10.0) -> int:
         """Stop the timer and flush everything still buffered (graceful shutdown)."""
         self._stop.set()
+        self._urgent.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -1,8 +1,11 @@
 """Prometheus metrics of one API instance (its own registry, so several apps can live in one process).
 
 Counted on the request path: latency per route template, micro-batch sizes, fallback answers, events accepted and
-rejected (by the field that failed), state errors. Read at scrape time from the live objects: the
-serving model (``mercato_model_info``), swaps and refused swaps, state size, landing counters.
+rejected (by the field that failed), state errors, recommendation requests per experiment and variant
+(``none`` outside any experiment), and events attributed to an experiment request (per experiment,
+variant and event type: a ``click`` there is an attributed click). Read at scrape time from the live
+objects: the serving model (``mercato_model_info``), swaps and refused swaps, the running experiment
+(``mercato_experiment_info``) and its refusals, state size, landing and exposure-log counters.
 """
 
 from __future__ import annotations
@@ -51,6 +54,48 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily(
             "mercato_landing_write_errors", "Failed landing flushes (events kept).", value=snap.get("landing_errors", 0)
         )
+        if "experiment" in snap:
+            running = InfoMetricFamily("mercato_experiment", "The running experiment (absent when none runs).")
+            experiment = snap["experiment"]
+            if experiment:
+                arms = ",".join(f"{arm['variant']}={arm['model']}@{arm['share']:g}" for arm in experiment["arms"])
+                running.add_metric(
+                    [],
+                    {
+                        "name": experiment["name"],
+                        "type": experiment["type"],
+                        "checksum": experiment["checksum"],
+                        "arms": arms,
+                    },
+                )
+            yield running
+            yield CounterMetricFamily(
+                "mercato_experiment_swaps", "Experiments swapped in.", value=snap.get("experiment_swaps", 0)
+            )
+            yield CounterMetricFamily(
+                "mercato_experiment_refused",
+                "Experiment documents refused (bad checksum, an arm that will not load).",
+                value=snap.get("experiment_refused", 0),
+            )
+        if "exposures_written" in snap:
+            yield CounterMetricFamily(
+                "mercato_exposures_written",
+                "Exposure records written to the landing zone.",
+                value=snap["exposures_written"],
+            )
+            yield GaugeMetricFamily(
+                "mercato_exposures_pending", "Exposure records not yet flushed.", value=snap.get("exposures_pending", 0)
+            )
+            yield CounterMetricFamily(
+                "mercato_exposures_dropped",
+                "Exposure records dropped because exposure_max_pending were waiting.",
+                value=snap.get("exposures_dropped", 0),
+            )
+            yield CounterMetricFamily(
+                "mercato_exposure_write_errors",
+                "Failed exposure flushes (records kept).",
+                value=snap.get("exposures_errors", 0),
+            )
 
 
 class ApiMetrics:
@@ -82,6 +127,25 @@ class ApiMetrics:
             "mercato_score_batch_size",
             "Recommendation requests scored together by the micro-batcher.",
             buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.experiment_requests = Counter(
+            "mercato_experiment_requests",
+            "Recommendation requests answered, by experiment and variant ('none' outside any experiment) and route.",
+            ["experiment", "variant", "route"],
+            registry=self.registry,
+        )
+        self.attributed_events = Counter(
+            "mercato_attributed_events",
+            "Events carrying the request_id of an experiment request, by experiment, variant (interleaving: the "
+            "clicked position's team) and event type.",
+            ["experiment", "variant", "event_type"],
+            registry=self.registry,
+        )
+        self.unattributed_events = Counter(
+            "mercato_unattributed_events",
+            "Events carrying a request_id this API does not remember (no experiment, expired, or unknown).",
+            ["event_type"],
             registry=self.registry,
         )
         self.registry.register(_LiveCollector(snapshot))

@@ -35,6 +35,8 @@ class ScoredItem:
     item_id: str
     score: float
     reason: str | None = None
+    #: The experiment arm that placed the item (team-draft interleaving only).
+    team: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,11 @@ Two stores behind one interface, chosen by ``RECSYS_STATE_URI``:
   last-event times) answers the state size.
 
 Writes are synchronous, so once ``record`` returns the next ``get`` sees it (no stale read).
+
+Both also remember which experiment arm served a request (``remember_requests``: request id → an
+opaque string, for the attribution window; ``recall_requests`` reads them back), so an event carrying
+a ``request_id`` is attributed whichever worker served the recommendation: in Redis as
+``P:r:<request_id>`` with a TTL, in memory in a bounded map (``max_requests``, oldest forgotten first).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -73,6 +78,14 @@ class StateStore(Protocol):
         """Users currently held."""
         ...
 
+    def remember_requests(self, entries: Mapping[str, str], ttl_seconds: int) -> None:
+        """Keep each ``request_id → value`` for ``ttl_seconds`` (one lock / one round trip)."""
+        ...
+
+    def recall_requests(self, request_ids: Sequence[str]) -> list[str | None]:
+        """The remembered value of each request id (``None``: unknown or expired)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -86,18 +99,23 @@ class _Entry:
 class MemoryState:
     """Bounded LRU of user states under one lock; the least recently used (read or written) user goes first."""
 
-    def __init__(self, max_users: int, max_recent: int, ttl_seconds: float) -> None:
-        if max_users < 1 or max_recent < 1 or ttl_seconds <= 0:
+    def __init__(self, max_users: int, max_recent: int, ttl_seconds: float, max_requests: int = 200_000) -> None:
+        if max_users < 1 or max_recent < 1 or ttl_seconds <= 0 or max_requests < 1:
             raise ValueError(
-                f"memory state needs max_users >= 1, max_recent >= 1, ttl > 0 (got {max_users}, {max_recent}, {ttl_seconds})"
+                "memory state needs max_users >= 1, max_recent >= 1, ttl > 0, max_requests >= 1 "
+                f"(got {max_users}, {max_recent}, {ttl_seconds}, {max_requests})"
             )
         self.uri = f"memory://?max_users={max_users}"
         self.max_users = max_users
         self.max_recent = max_recent
         self.ttl_seconds = ttl_seconds
+        self.max_requests = max_requests
         self.evicted = 0
+        self.requests_forgotten = 0
         self._users: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self._requests: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._requests_lock = threading.Lock()
 
     def record(self, events: Sequence[LiveEvent]) -> None:
         now = time.monotonic()
@@ -143,9 +161,33 @@ class MemoryState:
     def size(self) -> int:
         return len(self._users)
 
+    def remember_requests(self, entries: Mapping[str, str], ttl_seconds: int) -> None:
+        expires = time.monotonic() + ttl_seconds
+        with self._requests_lock:
+            for request_id, value in entries.items():
+                self._requests[request_id] = (value, expires)
+                self._requests.move_to_end(request_id)
+            while len(self._requests) > self.max_requests:
+                self._requests.popitem(last=False)
+                self.requests_forgotten += 1
+
+    def recall_requests(self, request_ids: Sequence[str]) -> list[str | None]:
+        now = time.monotonic()
+        out: list[str | None] = []
+        with self._requests_lock:
+            for request_id in request_ids:
+                found = self._requests.get(request_id)
+                if found is not None and found[1] < now:
+                    del self._requests[request_id]
+                    found = None
+                out.append(None if found is None else found[0])
+        return out
+
     def close(self) -> None:
         with self._lock:
             self._users.clear()
+        with self._requests_lock:
+            self._requests.clear()
 
 
 class RedisState:
@@ -203,12 +245,26 @@ class RedisState:
         pipe.zcard(users)
         return int(pipe.execute()[1])
 
+    def remember_requests(self, entries: Mapping[str, str], ttl_seconds: int) -> None:
+        if not entries:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for request_id, value in entries.items():
+            pipe.set(f"{self.prefix}:r:{request_id}", value, ex=int(ttl_seconds))
+        pipe.execute()
+
+    def recall_requests(self, request_ids: Sequence[str]) -> list[str | None]:
+        if not request_ids:
+            return []
+        found = self.client.mget([f"{self.prefix}:r:{request_id}" for request_id in request_ids])
+        return [None if value is None else str(value) for value in found]
+
     def close(self) -> None:
         self.client.close()
 
 
-def open_state(uri: str, max_users: int, max_recent: int, ttl_seconds: int) -> StateStore:
-    """The state store named by ``uri`` (``RECSYS_STATE_URI``); ``max_users`` applies to memory only."""
+def open_state(uri: str, max_users: int, max_recent: int, ttl_seconds: int, max_requests: int = 200_000) -> StateStore:
+    """The state store named by ``uri`` (``RECSYS_STATE_URI``); ``max_users``/``max_requests`` apply to memory only."""
     parts = urlsplit(uri)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     if parts.scheme == "memory":
@@ -217,7 +273,7 @@ def open_state(uri: str, max_users: int, max_recent: int, ttl_seconds: int) -> S
             users = int(raw)
         except ValueError:
             raise ValueError(f"RECSYS_STATE_URI={uri!r}: max_users must be an integer, got {raw!r}") from None
-        return MemoryState(users, max_recent, ttl_seconds)
+        return MemoryState(users, max_recent, ttl_seconds, max_requests)
     if parts.scheme in ("redis", "rediss"):
         prefix = query.pop("prefix", "mercato")
         base = parts._replace(query="&".join(f"{k}={v}" for k, v in query.items())).geturl()

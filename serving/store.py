@@ -61,6 +61,34 @@ def smoke_test(scorer: Scorer) -> None:
     scorer.recommend("\x00smoke-test-unknown-user", 1)
 
 
+def load_version(
+    registry: ServingRegistry, cache_dir: Path, pointer: dict[str, Any], scorer_options: dict[str, Any]
+) -> LoadedModel:
+    """Fetch the version ``pointer`` names (``model_name``, ``version``, ``checksum``) into ``cache_dir``,
+    verify every file against that checksum, load it, build its scorer and smoke-test it.
+
+    Raises on anything wrong; the caller decides what keeps serving. Used for the champion
+    (``ModelStore``) and for every experiment arm (``serving.experiments.ExperimentStore``).
+    """
+    name, version, checksum = str(pointer["model_name"]), str(pointer["version"]), str(pointer["checksum"])
+    dest = cache_dir / name / f"{version}-{checksum[:16]}"
+    registry.fetch(name, version, dest, expected_checksum=checksum)
+    model = Recommender.load(dest)
+    scorer = Scorer.from_artifact(model, dest, **scorer_options)
+    smoke_test(scorer)
+    manifest = registry.manifest(name, version)
+    return LoadedModel(
+        name=name,
+        version=version,
+        checksum=checksum,
+        path=dest,
+        scorer=scorer,
+        manifest=manifest,
+        pointer=dict(pointer),
+        loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+
+
 @dataclass
 class StoreStatus:
     polls: int = 0
@@ -136,23 +164,7 @@ class ModelStore:
             return True
 
     def _load(self, pointer: dict[str, Any]) -> LoadedModel:
-        name, version, checksum = str(pointer["model_name"]), str(pointer["version"]), str(pointer["checksum"])
-        dest = self.cache_dir / name / f"{version}-{checksum[:16]}"
-        self.registry.fetch(name, version, dest, expected_checksum=checksum)
-        model = Recommender.load(dest)
-        scorer = Scorer.from_artifact(model, dest, **self.scorer_options)
-        smoke_test(scorer)
-        manifest = self.registry.manifest(name, version)
-        return LoadedModel(
-            name=name,
-            version=version,
-            checksum=checksum,
-            path=dest,
-            scorer=scorer,
-            manifest=manifest,
-            pointer=dict(pointer),
-            loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        )
+        return load_version(self.registry, self.cache_dir, pointer, self.scorer_options)
 
     def _note_error(self, message: str) -> None:
         if message != self.status.last_error:

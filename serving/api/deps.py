@@ -57,6 +57,12 @@ ItemIdPath = Annotated[str, Path(min_length=1, description=_ID_BOUND)]
 KQuery = Annotated[int, Query(description="number of items, 1..[serving] max_k")]
 ExcludeQuery = Annotated[ExcludePolicy | None, Query(description=" | ".join(EXCLUDE_POLICIES))]
 CategoryQuery = Annotated[str | None, Query(description=_ID_BOUND)]
+SessionIdQuery = Annotated[
+    str | None, Query(description=f"the shop's session id (logged with the exposure); {_ID_BOUND}")
+]
+UserIdQuery = Annotated[
+    str | None, Query(description=f"who is looking (logged with the exposure, the experiment unit); {_ID_BOUND}")
+]
 MinPriceQuery = Annotated[float | None, Query(ge=0)]
 MaxPriceQuery = Annotated[float | None, Query(ge=0)]
 DiversityQuery = Annotated[float | None, Query(ge=0, le=1, description="MMR weight over categories")]
@@ -131,14 +137,18 @@ def _checked_path_ranking(
     min_price: float | None,
     max_price: float | None,
     diversity: float | None,
-) -> tuple[LoadedModel, str, RankOptions]:
-    """A GET ranking route's checks in their order: id lengths, ``k``, the path id, the filters, the model."""
+    query_ids: tuple[tuple[str, str | None], ...] = (),
+) -> tuple[LoadedModel, str, RankOptions, tuple[str | None, ...]]:
+    """A GET ranking route's checks in their order: id lengths, ``k``, the path id, the query ids
+    (``query_ids``: name, value), the filters, the model."""
     config = runtime.config
-    check_id_lengths(config, ("path", id_name, id_value), ("query", "category", category))
+    lengths = [("query", name, value) for name, value in query_ids]
+    check_id_lengths(config, ("path", id_name, id_value), *lengths, ("query", "category", category))
     check_k(k, config)
     valid = valid_id(id_name, id_value, config)
+    extra = tuple(None if value is None else valid_id(name, value, config) for name, value in query_ids)
     options = rank_options(config, exclude, category, min_price, max_price, diversity)
-    return require_model(runtime), valid, options
+    return require_model(runtime), valid, options, extra
 
 
 async def user_recommendation(
@@ -150,12 +160,22 @@ async def user_recommendation(
     min_price: MinPriceQuery = None,
     max_price: MaxPriceQuery = None,
     diversity: DiversityQuery = None,
+    session_id: SessionIdQuery = None,
 ) -> RecJob:
     """``GET /v1/recommendations/{user_id}``'s job: the user (live state is read when it is scored)."""
-    loaded, user, options = _checked_path_ranking(
-        runtime, "user_id", user_id, k, exclude, category, min_price, max_price, diversity
+    loaded, user, options, (session,) = _checked_path_ranking(
+        runtime,
+        "user_id",
+        user_id,
+        k,
+        exclude,
+        category,
+        min_price,
+        max_price,
+        diversity,
+        (("session_id", session_id),),
     )
-    return RecJob(loaded, RecRequest(user, k, options=options))
+    return RecJob(loaded, RecRequest(user, k, options=options), session_id=session)
 
 
 async def session_recommendation(runtime: Runtime, session: Annotated[SessionIn, Body()]) -> RecJob:
@@ -171,10 +191,14 @@ async def session_recommendation(runtime: Runtime, session: Annotated[SessionIn,
     purchased = frozenset(
         valid_id(f"purchased_items.{n}", item, config) for n, item in enumerate(session.purchased_items)
     )
+    check_id_lengths(config, ("body", "session_id", session.session_id))
+    session_id = None if session.session_id is None else valid_id("session_id", session.session_id, config)
     options = rank_options(
         config, session.exclude, session.category, session.min_price, session.max_price, session.diversity
     )
-    return RecJob(require_model(runtime), RecRequest(None, session.k, recent, purchased, options))
+    return RecJob(
+        require_model(runtime), RecRequest(None, session.k, recent, purchased, options), session_id=session_id
+    )
 
 
 @dataclass(frozen=True)
@@ -185,6 +209,12 @@ class SimilarQuery:
     item_id: str
     k: int
     options: RankOptions
+    user_id: str | None = None
+    session_id: str | None = None
+
+    def job(self) -> RecJob:
+        """The query as a job for ``ServingRuntime.assign`` / ``similar`` (the user is not scored, only logged)."""
+        return RecJob(self.loaded, RecRequest(self.user_id, self.k, options=self.options), session_id=self.session_id)
 
 
 async def similar_items(
@@ -194,12 +224,23 @@ async def similar_items(
     category: CategoryQuery = None,
     min_price: MinPriceQuery = None,
     max_price: MaxPriceQuery = None,
+    user_id: UserIdQuery = None,
+    session_id: SessionIdQuery = None,
 ) -> SimilarQuery:
     """``GET /v1/items/{item_id}/similar``'s query: nothing excluded but the item itself, no diversity."""
-    loaded, item, options = _checked_path_ranking(
-        runtime, "item_id", item_id, k, "none", category, min_price, max_price, 0.0
+    loaded, item, options, (user, session) = _checked_path_ranking(
+        runtime,
+        "item_id",
+        item_id,
+        k,
+        "none",
+        category,
+        min_price,
+        max_price,
+        0.0,
+        (("user_id", user_id), ("session_id", session_id)),
     )
-    return SimilarQuery(loaded, item, k, options)
+    return SimilarQuery(loaded, item, k, options, user, session)
 
 
 UserRecommendation = Annotated[RecJob, Depends(user_recommendation)]

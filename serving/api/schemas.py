@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from core.config import EXCLUDE_POLICIES
 from serving.scorer import ScoredItem
@@ -19,10 +19,20 @@ class ItemOut(BaseModel):
     item_id: str
     score: float
     reason: str | None = None
+    team: str | None = Field(
+        default=None, description="Interleaving experiments only: the arm (variant) that placed the item."
+    )
+
+    @model_serializer(mode="wrap")
+    def _team_only_when_interleaved(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if out.get("team") is None:
+            out.pop("team", None)
+        return out
 
     @classmethod
     def of(cls, item: ScoredItem) -> "ItemOut":
-        return cls(item_id=item.item_id, score=item.score, reason=item.reason)
+        return cls(item_id=item.item_id, score=item.score, reason=item.reason, team=item.team)
 
 
 class ModelRef(BaseModel):
@@ -34,18 +44,29 @@ class ModelRef(BaseModel):
         return cls(name=loaded.name, version=loaded.version)
 
 
+_REQUEST_ID = "This response's id (a ULID: time-ordered, unique); send it back with the events it leads to."
+_EXPERIMENT = "The running experiment that served this response (null: none, the champion served it)."
+_VARIANT = "The experiment arm (control, treatment, ...; 'interleaved' when both arms' lists were merged)."
+
+
 class RecommendationsOut(BaseModel):
+    request_id: str = Field(description=_REQUEST_ID)
     user_id: str | None
     items: list[ItemOut]
     model: ModelRef
+    experiment: str | None = Field(default=None, description=_EXPERIMENT)
+    variant: str | None = Field(default=None, description=_VARIANT)
     fallback: bool
     live_items: int = Field(description="Recent items from the live state / session used for this answer.")
 
 
 class SimilarOut(BaseModel):
+    request_id: str = Field(description=_REQUEST_ID)
     item_id: str
     items: list[ItemOut]
     model: ModelRef
+    experiment: str | None = Field(default=None, description=_EXPERIMENT)
+    variant: str | None = Field(default=None, description=_VARIANT)
 
 
 class SessionIn(BaseModel):
@@ -55,6 +76,9 @@ class SessionIn(BaseModel):
 
     recent_items: list[str] = Field(default_factory=list)
     purchased_items: list[str] = Field(default_factory=list)
+    session_id: str | None = Field(
+        default=None, description="The shop's session id: logged with the exposure and the experiment unit."
+    )
     k: int = 10
     exclude: ExcludePolicy | None = None
     category: str | None = None
@@ -64,7 +88,8 @@ class SessionIn(BaseModel):
 
 
 class EventsIn(BaseModel):
-    """A batch of events in the landing contract (user_id, item_id, event_type, ts, session_id, price, quantity, event_id)."""
+    """A batch of events in the landing contract (user_id, item_id, event_type, ts, session_id, price, quantity,
+    event_id, request_id, position)."""
 
     events: list[Any]
 

@@ -73,6 +73,20 @@ def export_bpr(out: Path) -> Path:
     return art
 
 
+def flipped_copy(src: Path, out: Path) -> Path:
+    """A copy of an exported BPR artifact that ranks the other way round (item factors and biases negated):
+    a second, different version of the same model class (loadable in any process)."""
+    import shutil
+
+    shutil.copytree(src, out)
+    with np.load(out / "arrays.npz") as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    arrays["items"], arrays["bias"] = -arrays["items"], -arrays["bias"]
+    with open(out / "arrays.npz", "wb") as fh:
+        np.savez(fh, **arrays)
+    return out
+
+
 def settings_for(home: Path, registry: Path, state_uri: str = "memory://") -> Settings:
     return Settings(home=home, registry_uri=str(registry), lake_uri=str(home / "lake"), state_uri=state_uri)
 

@@ -1,7 +1,9 @@
 """``POST /v1/events``: validate each event, update the live user state, buffer for the landing zone (202).
 
 The state is written before the events are buffered: while it is down the whole batch is refused (503,
-retry), so an accepted event always shows in the user's next recommendations.
+retry), so an accepted event always shows in the user's next recommendations. Events may carry the
+``request_id`` of the recommendation they follow and the item's ``position`` in it: both are landed
+with the event, and an event whose request an experiment served is counted for its arm in /metrics.
 """
 
 import datetime as dt
@@ -42,6 +44,7 @@ def post_events(batch: EventsIn, runtime: Runtime) -> EventsOut:
         raise ApiError(503, f"state: the real-time state store is unavailable ({type(exc).__name__}); retry") from None
     runtime.landing.add(accepted)
     metrics.events_accepted.inc(len(accepted))
+    runtime.attribute(accepted)
     for problem in problems:
         metrics.events_rejected.labels(problem.field.split(".")[0]).inc()
     return EventsOut(

@@ -1,5 +1,9 @@
 """``GET /v1/recommendations/{user_id}`` (model + the user's live state) and ``POST /v1/recommendations``
-(an anonymous session from its recent items): both scored by the runtime's micro-batcher."""
+(an anonymous session from its recent items): both scored by the runtime's micro-batcher.
+
+Each answer carries a ``request_id`` and the model, experiment and variant that produced it, and is
+logged to the exposure log (``ServingRuntime.served``).
+"""
 
 from fastapi import APIRouter
 
@@ -25,13 +29,16 @@ async def session_recommendations(job: SessionRecommendation, runtime: Runtime) 
 
 
 async def _recommend(runtime: ServingRuntime, job: RecJob, route: str) -> RecommendationsOut:
+    job = runtime.assign(job, unit=job.request.user_id if job.request.user_id is not None else job.session_id)
     ranking, live_items = await runtime.batcher.submit(job)
-    if ranking.fallback:
-        runtime.metrics.fallbacks.labels(route).inc()
+    runtime.served(job, route, ranking.items, ranking.fallback)
     return RecommendationsOut(
+        request_id=job.request_id,
         user_id=job.request.user_id,
         items=[ItemOut.of(item) for item in ranking.items],
         model=ModelRef.of(job.loaded),
+        experiment=job.assignment.experiment,
+        variant=job.assignment.variant,
         fallback=ranking.fallback,
         live_items=live_items,
     )

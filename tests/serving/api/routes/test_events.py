@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,3 +66,35 @@ def test_state_down_refuses_the_batch_and_lands_nothing(tmp_path: Path, registry
         answer = client.get("/v1/recommendations/ua0", params={"k": 3})
         assert answer.status_code == 200 and answer.json()["live_items"] == 0, "reads fall back to no live state"
         assert metric(client, "mercato_state_errors_total", {"op": "read"}) == 1
+
+
+def test_events_carry_request_id_and_position_to_the_landing_zone(client: TestClient) -> None:
+    shown = client.get("/v1/recommendations/ua0", params={"k": 3}).json()
+    events = [
+        {"user_id": "ua0", "item_id": shown["items"][1]["item_id"], "event_type": "click",
+         "request_id": shown["request_id"], "position": 2, "ts": "2024-01-01T10:00:00Z"},
+        {"user_id": "ua0", "item_id": "a1", "event_type": "view", "ts": "2024-01-01T10:01:00Z"},
+        {"user_id": "ua0", "item_id": "a1", "event_type": "click", "request_id": "bad\u0007id"},
+        {"user_id": "ua0", "item_id": "a1", "event_type": "click", "position": 0},
+        {"user_id": "ua0", "item_id": "a1", "event_type": "click", "position": "third"},
+        {"user_id": "ua0", "item_id": "a1", "event_type": "click", "request_id": "r" * 257},
+    ]  # fmt: skip
+    body = client.post("/v1/events", json={"events": events}).json()
+    assert body["accepted"] == 2 and body["rejected"] == 4
+    assert [(e["index"], e["field"]) for e in body["errors"]] == [
+        (2, "request_id"),
+        (3, "position"),
+        (4, "position"),
+        (5, "request_id"),
+    ]
+    assert "U+0007" in body["errors"][0]["message"] and "256" in body["errors"][3]["message"]
+    landing = client.app.state.landing
+    landing.flush()
+    lines = [json.loads(line) for f in Path(landing.lake.landing_events()).rglob("*.jsonl") for line in f.open()]
+    assert lines == [
+        {"user_id": "ua0", "item_id": shown["items"][1]["item_id"], "event_type": "click",
+         "ts": "2024-01-01T10:00:00Z", "request_id": shown["request_id"], "position": 2},
+        {"user_id": "ua0", "item_id": "a1", "event_type": "view", "ts": "2024-01-01T10:01:00Z"},
+    ]  # fmt: skip
+    # no experiment runs, so the API remembers no arm: the click is counted as unattributed
+    assert metric(client, "mercato_unattributed_events_total", {"event_type": "click"}) == 1
