@@ -495,6 +495,19 @@ def publish_champion(
     ``run_id``, ``metrics``, ``artifact_dir`` and the data window (``data_window`` {start, end} or
     ``data_start``/``data_end``), optionally ``run_date``. Returns the ``champion.json`` pointer.
     """
+    registry = ServingRegistry.from_settings(settings)
+    manifest = publish_candidate(candidate, settings, manifest_extra, registry)
+    return registry.set_champion(manifest["model_name"], manifest["version"])
+
+
+def publish_candidate(
+    candidate: Mapping[str, Any],
+    settings: Settings | None = None,
+    manifest_extra: Mapping[str, Any] | None = None,
+    registry: ServingRegistry | None = None,
+) -> dict[str, Any]:
+    """Publish a training candidate (see :func:`publish_champion`) as a registry version without pointing
+    anything at it (a canary's treatment); returns its manifest."""
     missing = [k for k in ("model_name", "model_version", "artifact_dir") if candidate.get(k) in (None, "")]
     if missing:
         raise ValueError(f"candidate lacks {missing}; pass the dict returned by training.train.train_model")
@@ -510,7 +523,5 @@ def publish_champion(
         "run_date": candidate.get("run_date"),
     }
     extra.update(dict(manifest_extra or {}))
-    registry = ServingRegistry.from_settings(settings)
-    version = str(candidate["model_version"])
-    registry.publish(candidate["artifact_dir"], candidate["model_name"], version, extra)
-    return registry.set_champion(candidate["model_name"], version)
+    registry = registry or ServingRegistry.from_settings(settings)
+    return registry.publish(candidate["artifact_dir"], candidate["model_name"], str(candidate["model_version"]), extra)

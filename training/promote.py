@@ -5,6 +5,12 @@ Rules (``[promotion]`` in config/recsys.toml): the primary ``metric`` decides; a
 popularity must beat popularity on it (guardrail, when ``must_beat_popularity``), and must beat the
 champion by the relative ``margin``. The champion is re-evaluated on today's split: yesterday's numbers
 were measured on other data and are not comparable.
+
+Canary (``[promotion] canary_share`` > 0, with a serving champion in place): a winner does not take all
+the traffic at once. It is published as a registry version (its offline gate recorded in the manifest)
+and started as the treatment of an experiment at ``canary_share`` against the serving champion
+(``training.experiment.start_canary``); the MLflow alias and ``champion.json`` stay until the
+experiment is concluded (``training.experiment.promote_winner``, which the experiment report calls).
 """
 
 from __future__ import annotations
@@ -82,13 +88,17 @@ def compare_and_promote(
     promote: bool = True,
     publish: Callable[[Mapping[str, Any]], Any] | None = None,
     serving_has_champion: Callable[[], bool] | None = None,
+    start_canary: Callable[[Mapping[str, Any], float, float | None], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Decide whether one of ``candidates`` (``train_model`` results) becomes champion; act on it.
 
     The alias moves and ``publish(winner)`` is called only when a candidate wins and ``promote`` is set.
     When the serving registry has no champion yet (``serving_has_champion``, default: ask
     ``core.registry``), the MLflow champion — or failing that the winner — is published so that
-    serving has a model. Returns a JSON-safe decision record.
+    serving has a model. In canary mode (``[promotion] canary_share`` > 0) a winner facing a serving
+    champion is instead started as an experiment's treatment by ``start_canary(winner, share,
+    popularity_baseline)`` (default: ``training.experiment.start_canary``) and nothing else moves; the
+    record's ``canary`` says what was started (or why not). Returns a JSON-safe decision record.
     """
     settings = settings or get_settings()
     cfg = cfg if cfg is not None else load_config()
@@ -149,6 +159,16 @@ def compare_and_promote(
     )
     promoted = bool(wins and promote and winner is not None)
     published: Any = None
+    canary: dict[str, Any] | None = None
+    run_day = run_date.isoformat() if isinstance(run_date, dt.date) else str(run_date)
+    if promoted and winner is not None and rules.canary_share > 0:
+        has_serving = serving_has_champion() if serving_has_champion else _serving_has_champion(settings)
+        if has_serving:
+            promoted = False
+            canary, note = _start_canary(
+                usable[winner], rules.canary_share, baseline, run_day, settings, cfg, start_canary
+            )
+            reason += note
     if promoted and winner is not None:
         tracking.set_champion(settings, str(usable[winner]["model_version"]))
         if publish is not None:
@@ -164,7 +184,7 @@ def compare_and_promote(
     if wins and not promote:
         reason += " (promotion disabled for this run)"
     decision = {
-        "run_date": run_date.isoformat() if isinstance(run_date, dt.date) else str(run_date),
+        "run_date": run_day,
         "metric": metric,
         "margin": margin,
         "candidates": results,
@@ -177,8 +197,37 @@ def compare_and_promote(
         "published": published,
         "reason": reason,
     }
+    if canary is not None:
+        decision["canary"] = canary
     decision["comparison_run_id"] = tracking.log_comparison(decision, decision["run_date"], settings)
     return decision
+
+
+def _start_canary(
+    winner: Mapping[str, Any],
+    share: float,
+    baseline: float | None,
+    run_day: str,
+    settings: Settings,
+    cfg: Config,
+    start_canary: Callable[[Mapping[str, Any], float, float | None], Mapping[str, Any]] | None,
+) -> tuple[dict[str, Any], str]:
+    """Start ``winner`` as a canary; returns the decision's ``canary`` record and the note for its reason."""
+    from training.experiment import ExperimentRefused
+    from training.experiment import start_canary as registry_canary
+
+    start = start_canary or (lambda cand, sh, pop: registry_canary(cand, sh, pop, run_day, settings, cfg))
+    name = f"{winner['model_name']} v{winner['model_version']}"
+    try:
+        doc = start(winner, share, baseline)
+    except ExperimentRefused as exc:
+        return {"started": False, "share": share, "refused": str(exc)}, f"; canary of {name} not started: {exc}"
+    arms = {arm["variant"]: f"{arm['model_name']}/{arm['version']}" for arm in doc["arms"]}
+    record = {"started": True, "share": share, "experiment": doc["name"], "arms": arms}
+    return record, (
+        f"; canary: {name} starts at {share:.0%} of traffic in experiment {doc['name']!r} against the serving "
+        "champion (concluded by the experiment report); the champion alias did not move"
+    )
 
 
 def _run_window(run_id: str) -> dict[str, str | None]:

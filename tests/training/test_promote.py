@@ -94,3 +94,49 @@ def test_publishes_to_the_real_serving_registry(recsys_home: Path, tmp_path: Pat
     assert pointer is not None and pointer["model_name"] == "popularity" and str(pointer["version"]) == "1"
     assert (Path(get_settings().registry) / "popularity" / "1" / "fallback.json").exists()
     assert pd.notna(decision["popularity_baseline"])
+
+
+@pytest.mark.slow
+def test_canary_mode_starts_the_winner_as_an_experiment_instead_of_switching(recsys_home: Path, tmp_path: Path) -> None:
+    from core.registry import ServingRegistry, publish_champion
+    from training.experiment import promote_winner
+
+    settings = get_settings()
+    canary_cfg = load_config().replace(promotion={"canary_share": 0.1})
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+    def alias() -> str:
+        return str(client.get_model_version_by_alias(settings.mlflow_registered_model, "champion").version)
+
+    day1 = _gold(tmp_path / "gold" / "2024-01-03", seed=0, n_users=60)
+    pop = train_model("popularity", day1, "2024-01-03")
+    first = compare_and_promote([pop], day1, "2024-01-03", cfg=canary_cfg, publish=publish_champion)
+    assert first["promoted"] and "canary" not in first, "nothing serves yet: no canary, the winner is champion"
+
+    knn = train_model("item_knn", day1, "2024-01-03")
+    boosted = {**knn, "metrics": {**knn["metrics"], "ndcg@10": 0.99}}  # pins the decision: this tests the canary
+    decision = compare_and_promote([boosted], day1, "2024-01-03", cfg=canary_cfg, publish=publish_champion)
+    assert decision["winner"] == "item_knn" and decision["promoted"] is False
+    version = str(knn["model_version"])
+    assert decision["canary"] == {
+        "started": True,
+        "share": 0.1,
+        "experiment": f"canary-2024-01-03-item_knn-v{version}",
+        "arms": {"control": "popularity/1", "treatment": f"item_knn/{version}"},
+    }
+    assert "canary: item_knn v" in decision["reason"] and "alias did not move" in decision["reason"]
+    registry = ServingRegistry.from_settings(settings)
+    doc = registry.experiment()
+    assert doc["status"] == "running" and [a["share"] for a in doc["arms"]] == [0.9, 0.1]
+    assert doc["origin"] == "promotion 2024-01-03"
+    assert registry.champion()["model_name"] == "popularity" and alias() == "1", "the champion did not move"
+    gate = registry.manifest("item_knn", version)["offline_gate"]
+    assert gate["value"] == 0.99 and gate["popularity"] == pytest.approx(decision["popularity_baseline"])
+
+    again = compare_and_promote([boosted], day1, "2024-01-03", cfg=canary_cfg, publish=publish_champion)
+    assert again["canary"]["started"] is False and "is running; stop it first" in again["canary"]["refused"]
+    assert registry.experiment()["name"] == doc["name"] and alias() == "1"
+
+    promote_winner("treatment", reason="the canary won")  # what the experiment report does
+    assert alias() == version and registry.champion()["model_name"] == "item_knn"
+    assert registry.experiment()["status"] == "concluded"
