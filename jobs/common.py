@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -119,17 +120,67 @@ def clean_id(column: str | Column) -> Column:
 
 
 def read_days(spark: SparkSession, base: Path, days: Iterable[dt.date], schema: T.StructType) -> DataFrame:
-    """Union of the ``dt=…`` partitions of ``base`` for ``days`` with a ``dt`` date column."""
-    frames = [
-        spark.read.schema(schema).parquet(str(base / f"dt={day.isoformat()}")).withColumn(DT_COL, F.lit(day))
-        for day in days
-    ]
-    if not frames:
-        return spark.createDataFrame([], schema.add(T.StructField(DT_COL, T.DateType())))
-    out = frames[0]
-    for frame in frames[1:]:
-        out = out.unionByName(frame)
+    """The ``dt=…`` partitions of ``base`` for ``days`` in one read, with a ``dt`` date column.
+
+    One ``spark.read`` of the day folders (``basePath`` = ``base``, so ``dt`` comes from partition
+    discovery) plans in one step however many days there are, where a union of per-day reads
+    would plan one scan per day.
+    """
+    with_day = T.StructType([*schema.fields, T.StructField(DT_COL, T.DateType())])
+    wanted = sorted(set(days))
+    if not wanted:
+        return spark.createDataFrame([], with_day)
+    paths = [str(base / f"dt={day.isoformat()}") for day in wanted]
+    with listing_on_driver(spark, len(paths)):
+        return spark.read.schema(with_day).option("basePath", str(base)).parquet(*paths)
+
+
+#: Above this many folders Spark lists them with a distributed job (one task per folder).
+PARALLEL_LISTING_CONF = "spark.sql.sources.parallelPartitionDiscovery.threshold"
+
+
+@contextmanager
+def listing_on_driver(spark: SparkSession, n_paths: int) -> Iterator[None]:
+    """Let Spark list ``n_paths`` folders of the (local) lake on the driver while a read is planned.
+
+    A read lists its files when it is created. Past the threshold (32 folders) Spark starts a job
+    with a task per folder, made for object stores; on a local disk listing a year of day folders
+    on the driver takes milliseconds, where that job takes seconds.
+    """
+    previous = spark.conf.get(PARALLEL_LISTING_CONF, None)
+    spark.conf.set(PARALLEL_LISTING_CONF, str(max(n_paths, 32)))
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(PARALLEL_LISTING_CONF)
+        else:
+            spark.conf.set(PARALLEL_LISTING_CONF, previous)
+
+
+def folder_fingerprint(folder: Path) -> list[dict[str, Any]]:
+    """Names, sizes and mtimes of the files in ``folder`` (sorted; empty when it is absent).
+
+    Every write of a partition replaces its folder with new files, so an equal fingerprint means
+    the partition is the one a cache was built from.
+    """
+    if not folder.is_dir():
+        return []
+    out = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_file():
+            st = entry.stat()
+            out.append({"name": entry.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     return out
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is absent or unreadable (a cache miss, not an error)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def read_table(spark: SparkSession, path: Path, schema: T.StructType) -> DataFrame:
@@ -202,6 +253,60 @@ def write_tables_atomic(
         try:
             for name in tables:
                 commit_path(staged / name, target / name)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+
+
+#: The column a partitioned write splits on: an index into its targets, so staged folder names stay plain.
+PART_COL = "_part"
+
+
+def write_partitions_atomic(
+    df: DataFrame,
+    key_col: str,
+    targets: Mapping[str, Path],
+    *,
+    json_files: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Write ``df`` as one Parquet folder per value of ``key_col`` (as text) in one Spark job, then commit each.
+
+    ``targets`` maps a key value to its folder; ``key_col`` itself is not written. Rows whose key has
+    no target are left out, and a target without rows gets an empty (schema-only) partition. All
+    partitions are written into one staging folder first; then each, with its ``json_files[key]``
+    (name → payload) added, replaces its target in one rename. Each partition is atomic on its own
+    (a reader sees its old folder or its new one); a failed write leaves every target as it was.
+    """
+    if not targets:
+        return
+    index = {key: n for n, key in enumerate(targets)}
+    lookup = F.create_map(*[F.lit(x) for key, n in index.items() for x in (key, n)])
+    columns = [c for c in df.columns if c != key_col]
+    rows = df.select(*columns, lookup[F.col(key_col).cast("string")].alias(PART_COL)).filter(
+        F.col(PART_COL).isNotNull()
+    )
+    base = next(iter(targets.values())).parent
+    with _staging_folder(base) as staged:
+        try:
+            (
+                rows.repartition(PART_COL)
+                .write.mode("error")
+                .option("maxRecordsPerFile", ROWS_PER_FILE)
+                .partitionBy(PART_COL)
+                .parquet(str(staged / "parts"))
+            )
+            empty: list[Path] | None = None
+            for key, n in index.items():
+                part = staged / "parts" / f"{PART_COL}={n}"
+                if not part.exists():
+                    if empty is None:
+                        df.select(*columns).limit(0).write.parquet(str(staged / "empty"))
+                        empty = [p for p in (staged / "empty").iterdir() if p.name.endswith(".parquet")]
+                    part.mkdir(parents=True)
+                    for file in empty:
+                        shutil.copy2(file, part / file.name)
+                for name, payload in ((json_files or {}).get(key) or {}).items():
+                    (part / name).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+                commit_path(part, targets[key])
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 

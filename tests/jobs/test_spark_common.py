@@ -1,4 +1,5 @@
-"""The jobs' shared writers and CLI: atomic Parquet commits (whole folder or per table), job options."""
+"""The jobs' shared readers, writers and CLI: one read of many days, atomic Parquet commits (whole folder, per table
+or per partition), job options."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.common import run_job_main, write_atomic, write_tables_atomic
+from jobs.common import read_days, run_job_main, write_atomic, write_partitions_atomic, write_tables_atomic
 
 pytestmark = pytest.mark.spark
 
@@ -101,3 +103,47 @@ def test_run_job_main_passes_a_jobs_own_options_as_keywords(spark, tmp_path, cap
 
     run_job_main(run, "fake job", "fake", None, ["--lake", str(tmp_path), "--run-date", "2024-03-02"])
     assert calls[-1][3:] == (None, {})
+
+
+def test_partitioned_write_commits_each_target_with_its_json(spark, tmp_path):
+    base = tmp_path / "silver" / "events"
+    old = base / "dt=2024-03-01"
+    write_atomic(_ids(spark, 9), old, rows=1)
+    rows = spark.createDataFrame(
+        [(1, "2024-03-01"), (2, "2024-03-01"), (3, "2024-03-02"), (4, "2024-03-09")], "id long, day string"
+    )
+    targets = {day: base / f"dt={day}" for day in ("2024-03-01", "2024-03-02", "2024-03-03")}
+
+    write_partitions_atomic(rows, "day", targets, json_files={"2024-03-02": {"_M.json": {"n": 1}}})
+
+    assertDataFrameEqual(_read(spark, targets["2024-03-01"]), [(1,), (2,)])
+    assertDataFrameEqual(_read(spark, targets["2024-03-02"]), [(3,)])
+    empty = _read(spark, targets["2024-03-03"])  # no rows: an empty partition that keeps the schema
+    assert empty.count() == 0 and empty.columns == ["id"]
+    assert json.loads((targets["2024-03-02"] / "_M.json").read_text()) == {"n": 1}
+    assert sorted(p.name for p in base.iterdir()) == sorted(p.name for p in targets.values())  # 2024-03-09: no target
+    assert not _leftovers(tmp_path)
+
+
+def test_a_failed_partitioned_write_leaves_every_target(spark, tmp_path):
+    target = tmp_path / "events" / "dt=2024-03-01"
+    write_atomic(_ids(spark, 1), target, rows=1)
+    failing = _failing(spark).withColumn("day", F.lit("2024-03-01"))
+    with pytest.raises(Exception, match="boom"):
+        write_partitions_atomic(failing, "day", {"2024-03-01": target})
+    assertDataFrameEqual(_read(spark, target), [(1,)])
+    assert not _leftovers(tmp_path)
+
+
+def test_read_days_reads_the_days_at_once_with_their_date(spark, tmp_path):
+    base = tmp_path / "bronze" / "events"
+    for n, day in enumerate((dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3))):
+        write_atomic(_ids(spark, n), base / f"dt={day.isoformat()}", rows=1)
+    schema = T.StructType([T.StructField("id", T.LongType())])
+
+    out = read_days(spark, base, [dt.date(2024, 3, 3), dt.date(2024, 3, 1)], schema)
+
+    assert out.schema == T.StructType([*schema.fields, T.StructField("dt", T.DateType())])
+    assertDataFrameEqual(out, [(0, dt.date(2024, 3, 1)), (2, dt.date(2024, 3, 3))])
+    assert read_days(spark, base, [], schema).count() == 0
+    assert schema.fieldNames() == ["id"]  # the caller's schema is left as it was
