@@ -8,7 +8,9 @@ is counted. ``event_id`` is kept when given, else ``sha1(user|item|type|ts|sessi
 rendered as ``yyyy-MM-ddTHH:mm:ss.ffffffZ`` (UTC) and a missing part as the empty string.
 
 Each bronze day partition holds ``_SOURCE.json`` (file names, sizes, mtimes of the landing files it
-came from, and its counts); a day whose landing files are unchanged is skipped and reported.
+came from, and its counts); a day whose landing files are unchanged is skipped and reported. The
+changed days are parsed in one pass and written in one Spark job (partitioned by day into a staging
+folder), then each day's folder replaces its partition together with its ``_SOURCE.json``.
 ``landing/items`` → ``bronze/items`` the same way, with the source file, its mtime and the line
 order kept so that clean can let the last drop win.
 """
@@ -20,7 +22,7 @@ import datetime as dt
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,7 @@ from jobs.common import (
     rejected_path,
     run_job_main,
     window,
-    write_atomic,
+    write_partitions_atomic,
     write_report,
 )
 
@@ -207,10 +209,10 @@ def accepted(labelled: DataFrame, columns: tuple[str, ...]) -> DataFrame:
     return labelled.filter(F.col(REASON_COL).isNull()).select(*columns)
 
 
-def rejected(labelled: DataFrame) -> DataFrame:
-    """Rows to quarantine: raw line, reason, source file."""
+def rejected(labelled: DataFrame, *, keep: Sequence[str] = ()) -> DataFrame:
+    """Rows to quarantine: raw line, reason, source file (and the ``keep`` columns)."""
     return labelled.filter(F.col(REASON_COL).isNotNull() & ~F.col(REASON_COL).isin(*NOT_RECORDS)).select(
-        F.col(RAW_COL), F.col(REASON_COL).alias("reason"), F.col(SOURCE_FILE_COL)
+        F.col(RAW_COL), F.col(REASON_COL).alias("reason"), F.col(SOURCE_FILE_COL), *keep
     )
 
 
@@ -275,11 +277,35 @@ def _summarise(rows: list[Any], invalid_cols: tuple[str, ...]) -> dict[str, Any]
     }
 
 
-def _write_rejected(labelled: DataFrame, target: Path, n_rejected: int) -> None:
-    if n_rejected:
-        write_atomic(rejected(labelled), target, rows=n_rejected)
-    elif target.exists():
-        shutil.rmtree(target)
+def _commit_units(
+    labelled: DataFrame,
+    todo: list[tuple[_Unit, list[dict[str, Any]]]],
+    counts: dict[str, dict[str, Any]],
+    columns: tuple[str, ...],
+) -> None:
+    """Write every unit's accepted rows (with its ``_SOURCE.json``) in one Spark job, and its quarantine in one more.
+
+    A unit whose lines are all rejected still gets its (empty) partition, so that the next run sees
+    its manifest; a unit with no rejected line loses an older quarantine folder.
+    """
+    written_at = dt.datetime.now(dt.UTC).isoformat()
+    manifests = {
+        unit.key: {SOURCE_MANIFEST: {"files": source, "counts": counts[unit.key], "written_at": written_at}}
+        for unit, source in todo
+    }
+    write_partitions_atomic(
+        labelled.filter(F.col(REASON_COL).isNull()).select(*columns, UNIT_COL),
+        UNIT_COL,
+        {unit.key: unit.target for unit, _ in todo},
+        json_files=manifests,
+    )
+    with_rejects = {unit.key: unit.reject_target for unit, _ in todo if counts[unit.key]["rejected"]}
+    if with_rejects:
+        quarantine = rejected(labelled.filter(F.col(UNIT_COL).isin(*with_rejects)), keep=(UNIT_COL,))
+        write_partitions_atomic(quarantine, UNIT_COL, with_rejects)
+    for unit, _ in todo:
+        if unit.key not in with_rejects and unit.reject_target.exists():
+            shutil.rmtree(unit.reject_target)
 
 
 def _ingest_units(
@@ -292,7 +318,7 @@ def _ingest_units(
     force: bool,
     with_seq: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Parse every changed unit's files in one pass, then write each unit's partition and quarantine."""
+    """Parse every changed unit's files in one pass, then write all their partitions and quarantines at once."""
     results: dict[str, dict[str, Any]] = {}
     todo: list[tuple[_Unit, list[dict[str, Any]]]] = []
     for unit in units:
@@ -322,15 +348,10 @@ def _ingest_units(
         unexpected = {r[UNIT_COL] for r in rows} - {unit.key for unit, _ in todo}
         if unexpected:
             raise RuntimeError(f"lines read from unexpected folder(s) {sorted(unexpected)}; landing layout changed?")
-        for unit, source in todo:
-            counts = _summarise([r for r in rows if r[UNIT_COL] == unit.key], invalid_cols)
-            part = labelled.filter(F.col(UNIT_COL) == unit.key)
-            manifest = {"files": source, "counts": counts, "written_at": dt.datetime.now(dt.UTC).isoformat()}
-            write_atomic(
-                accepted(part, columns), unit.target, rows=counts["rows_out"], json_files={SOURCE_MANIFEST: manifest}
-            )
-            _write_rejected(part, unit.reject_target, counts["rejected"])
-            results[unit.key] = {"status": "ingested", **counts}
+        counts = {unit.key: _summarise([r for r in rows if r[UNIT_COL] == unit.key], invalid_cols) for unit, _ in todo}
+        _commit_units(labelled, todo, counts, columns)
+        for unit, _ in todo:
+            results[unit.key] = {"status": "ingested", **counts[unit.key]}
     finally:
         labelled.unpersist()
     return results

@@ -1,16 +1,21 @@
-"""Ingest transforms on hand-made JSON lines: typing, quarantine, event ids."""
+"""Ingest transforms on hand-made JSON lines: typing, quarantine, event ids; run() writes each day as they say."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 
 import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from core.config import load_config
 from core.contract import EVENT_COLUMNS, ITEM_COLUMNS
-from jobs.ingest import REASON_COL, accepted, ingest_events, ingest_items, rejected
+from core.lake import Lake
+from jobs import ingest
+from jobs.common import rejected_path
+from jobs.ingest import REASON_COL, SOURCE_MANIFEST, accepted, ingest_events, ingest_items, rejected
 
 pytestmark = pytest.mark.spark
 
@@ -86,3 +91,36 @@ def test_items_keep_lists_and_flag_uncastable_fields(spark):
     flags = labelled.filter(F.col("item_id") == "i2").select("price_invalid", "available_invalid", "attributes_invalid")
     assert flags.first() == (1, 1, 1)
     assert rejected(labelled).count() == 1
+
+
+def test_run_writes_every_changed_day_with_its_manifest_and_quarantine(spark, tmp_path):
+    """Days ingested together give each day what ingesting its own lines gives; unchanged days are skipped."""
+    lake = Lake(tmp_path / "lake")
+    d1, d2, d3 = dt.date(2024, 3, 1), dt.date(2024, 3, 2), dt.date(2024, 3, 3)
+    landed = {d1: [GOOD, NO_ID, "not json at all"], d2: [BAD_PRICE, NO_TS, ""], d3: ["42", BAD_TS]}
+    for day, lines in landed.items():
+        lake.landing_events(day).mkdir(parents=True)
+        (lake.landing_events(day) / "sim-0.jsonl").write_text("\n".join(lines) + "\n")
+
+    report = ingest.run(lake.root, d3, load_config(), spark, window_days=3)
+
+    assert report["ingested_days"] == [d1.isoformat(), d2.isoformat(), d3.isoformat()]
+    for day, lines in landed.items():
+        expected = ingest_events(_lines(spark, lines)).cache()
+        assertDataFrameEqual(spark.read.parquet(str(lake.bronze_events(day))), accepted(expected, EVENT_COLUMNS))
+        manifest = json.loads((lake.bronze_events(day) / SOURCE_MANIFEST).read_text())
+        assert manifest["counts"] == {k: v for k, v in report["days"][day.isoformat()].items() if k != "status"}
+        quarantine = rejected_path(lake, day)
+        if rejected(expected).count():
+            written = spark.read.parquet(str(quarantine)).select("raw", "reason")
+            assertDataFrameEqual(written, rejected(expected).select("raw", "reason"))
+        else:
+            assert not quarantine.exists()
+        expected.unpersist()
+    assert spark.read.parquet(str(lake.bronze_events(d3))).count() == 0  # every line rejected: an empty day
+
+    (lake.landing_events(d1) / "sim-0.jsonl").write_text(GOOD + "\n")
+    again = ingest.run(lake.root, d3, load_config(), spark, window_days=3)
+    assert again["ingested_days"] == [d1.isoformat()] and again["skipped_days"] == [d2.isoformat(), d3.isoformat()]
+    assert spark.read.parquet(str(lake.bronze_events(d1))).count() == 1
+    assert not rejected_path(lake, d1).exists()  # its bad line is gone, and so is its quarantine
