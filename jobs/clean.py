@@ -7,8 +7,15 @@ more than ``bot_max_events_per_minute`` events in one calendar minute or ``bot_m
 in one UTC day, counted over the whole window so a bot goes everywhere), ``negative_price``.
 Unlabelled rows are silver. Ids are trimmed and NFC-normalised, event types trimmed and lower-cased,
 missing prices filled from the catalogue; late rows (ts more than ``late_after_days`` before their
-landing day) are kept and counted. The report counts every dropped row by reason, so
+landing day) are kept and counted. The report counts every dropped row by reason over the window, so
 ``rows_in == rows_out + sum(dropped)``.
+
+Incremental: a silver day depends on its bronze day and on window-wide facts (the bot set, the
+earliest copy of each event id, the catalogue's prices), so every run labels the whole window from
+one read of its bronze days, then fingerprints each day's kept rows (row count and an order-free
+hash of their silver columns, computed in the same aggregation as the counts). Only the days whose
+fingerprint differs from the ``_CLEAN.json`` beside their partition are rewritten, all in one Spark
+job; the report lists ``cleaned_days`` and ``skipped_days``.
 
 Silver items: the catalogue with one row per ``item_id`` (the last drop wins: latest file mtime,
 then file name, then line), negative catalogue prices nulled (counted), items already in silver but
@@ -18,10 +25,12 @@ added with null attributes (counted).
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -52,10 +61,12 @@ from jobs.common import (
     bronze_items_path,
     clean_id,
     read_days,
+    read_json,
     read_table,
     run_job_main,
     window,
     write_atomic,
+    write_partitions_atomic,
     write_report,
 )
 
@@ -69,6 +80,9 @@ BOT_USER = "bot_user"
 NEGATIVE_PRICE = "negative_price"
 DROP_REASONS: tuple[str, ...] = (DUPLICATE, BOT_USER, UNKNOWN_EVENT_TYPE, MISSING_ID, NEGATIVE_PRICE)
 SUPERSEDED = "superseded"
+CLEAN_MANIFEST = "_CLEAN.json"
+#: Part of every silver fingerprint: bump it when silver's layout changes, so every day is rewritten once.
+SILVER_FORMAT = 1
 
 BRONZE_ITEM_SCHEMA = (
     T.StructType(list(ITEM_SCHEMA.fields))
@@ -279,16 +293,27 @@ def add_missing_items(items: DataFrame, events: DataFrame, *, item_col: str = IT
     return items.unionByName(missing.select(F.col(item_col), *nulls).select(*ITEM_COLUMNS))
 
 
-def _event_counts(labelled: DataFrame) -> dict[str, Any]:
-    rows = (
-        labelled.groupBy(DT_COL, DROP_REASON_COL)
-        .agg(
-            F.count(F.lit(1)).alias("n"),
-            F.sum(F.col(PRICE_FILLED_COL).cast("int")).alias("filled"),
-            F.sum(F.col(LATE_COL).cast("int")).alias("late"),
-        )
-        .collect()
+def day_summaries(labelled: DataFrame) -> DataFrame:
+    """Per ``dt`` and ``drop_reason``: rows, filled prices, late rows and, for kept rows, an order-free content hash.
+
+    ``hash_sum`` (exact decimal sum) and ``hash_xor`` of two 64-bit hashes of each kept row's silver
+    columns (nulls marked) identify a day's silver rows whatever their order, so a day whose rows
+    hash as before is not rewritten.
+    """
+    columns = [F.col(c) for c in EVENT_COLUMNS]
+    nulls = sum((F.when(c.isNull(), F.lit(1 << n)).otherwise(F.lit(0)) for n, c in enumerate(columns)), F.lit(0))
+    kept = _keep()
+    return labelled.groupBy(DT_COL, DROP_REASON_COL).agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum(F.col(PRICE_FILLED_COL).cast("int")).alias("filled"),
+        F.sum(F.col(LATE_COL).cast("int")).alias("late"),
+        F.sum(F.when(kept, F.xxhash64(*columns, nulls).cast("decimal(38,0)"))).alias("hash_sum"),
+        F.bit_xor(F.when(kept, F.xxhash64(F.lit("silver"), nulls, *columns))).alias("hash_xor"),
     )
+
+
+def _event_counts(rows: list[Any]) -> dict[str, Any]:
+    """The report's counts from :func:`day_summaries` rows (``per_day``: rows in and out per landing day)."""
     dropped = dict.fromkeys(DROP_REASONS, 0)
     per_day: dict[str, dict[str, int]] = {}
     filled = late = 0
@@ -311,14 +336,66 @@ def _event_counts(labelled: DataFrame) -> dict[str, Any]:
     }
 
 
+def silver_fingerprints(rows: list[Any], days: list[dt.date]) -> dict[str, dict[str, Any]]:
+    """What each day's silver partition holds, from :func:`day_summaries` rows (a day without kept rows: empty)."""
+    out = {day.isoformat(): {"format": SILVER_FORMAT, "rows": 0, "hash_sum": "0", "hash_xor": 0} for day in days}
+    for r in rows:
+        if r[DROP_REASON_COL] is None and r[DT_COL].isoformat() in out:
+            out[r[DT_COL].isoformat()] |= {
+                "rows": int(r["n"]),
+                "hash_sum": str(r["hash_sum"] or 0),
+                "hash_xor": int(r["hash_xor"] or 0),
+            }
+    return out
+
+
+def previous_fingerprint(partition: Path) -> dict[str, Any] | None:
+    """The fingerprint a silver partition was written with (None: absent, so the day is rewritten)."""
+    manifest = read_json(partition / CLEAN_MANIFEST)
+    return None if manifest is None else manifest.get("fingerprint")
+
+
+def _items_report(labelled_items: DataFrame, items: DataFrame, silver_items: DataFrame) -> dict[str, Any]:
+    """The catalogue's counts in two Spark jobs (drops by reason, then silver items known to the catalogue or not)."""
+    item_rows = (
+        labelled_items.groupBy(DROP_REASON_COL)
+        .agg(F.count(F.lit(1)).alias("n"), F.count(F.when(F.col(PRICE_COL) < 0, 1)).alias("negative"))
+        .collect()
+    )
+    item_drops = {r[DROP_REASON_COL]: int(r["n"]) for r in item_rows}
+    negative = sum(int(r["negative"]) for r in item_rows if r[DROP_REASON_COL] is None)
+    known = items.select(ITEM_COL).distinct().withColumn("_known", F.lit(True))
+    out = silver_items.join(known, on=ITEM_COL, how="left").agg(
+        F.count(F.lit(1)).alias("n"), F.count(F.when(F.col("_known").isNull(), 1)).alias("missing")
+    )
+    totals = out.first()
+    n_out, n_missing = int(totals["n"]), int(totals["missing"])
+    n_kept = item_drops.pop(None, 0)
+    return {
+        "rows_in": n_kept + sum(item_drops.values()),
+        "rows_out": n_out,
+        "dropped": {MISSING_ID: item_drops.get(MISSING_ID, 0), SUPERSEDED: item_drops.get(SUPERSEDED, 0)},
+        "negative_price_nulled": negative,
+        "carried_from_previous": n_out - n_kept - n_missing,
+        "added_from_events": n_missing,
+    }
+
+
 def run(
     lake_root: str | os.PathLike[str],
     run_date: dt.date,
     cfg: Config,
     spark: SparkSession,
     window_days: int | None = 1,
+    *,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Clean the bronze days in ``[run_date - window_days + 1, run_date]`` and the catalogue; return the report."""
+    """Clean the bronze days in ``[run_date - window_days + 1, run_date]`` and the catalogue; return the report.
+
+    The window's bronze is read and labelled whole (duplicates and bots are window-wide facts), but
+    only the silver days whose content changed are rewritten (all in one Spark job), each with
+    ``_CLEAN.json``; the others are reported in ``skipped_days``. ``force`` rewrites every day.
+    """
     lake = Lake(lake_root)
     days = window(run_date, window_days, Lake.partition_days(lake.bronze_events()))
     bronze = read_days(spark, lake.bronze_events(), days, BRONZE_EVENT_SCHEMA)
@@ -345,30 +422,43 @@ def run(
     try:
         report: dict[str, Any] = {"stage": "clean", "run_date": run_date.isoformat(), "window_days": window_days}
         report["days"] = [d.isoformat() for d in days]
-        report.update(_event_counts(labelled))
+        summaries = day_summaries(labelled).collect()
+        report.update(_event_counts(summaries))
         report["bot_users"] = bots.count()
         prepared.unpersist()
 
-        silver = silver_rows(labelled)
+        fingerprints = silver_fingerprints(summaries, days)
+        changed = [
+            day
+            for day in days
+            if force or previous_fingerprint(lake.silver_events(day)) != fingerprints[day.isoformat()]
+        ]
+        written_at = dt.datetime.now(dt.UTC).isoformat()
+        write_partitions_atomic(
+            silver_rows(labelled).filter(F.col(DT_COL).isin(*changed) if changed else F.lit(False)),
+            DT_COL,
+            {day.isoformat(): lake.silver_events(day) for day in changed},
+            json_files={
+                day.isoformat(): {
+                    CLEAN_MANIFEST: {
+                        "fingerprint": fingerprints[day.isoformat()],
+                        "counts": dict(report["per_day"].get(day.isoformat(), {"rows_in": 0, "rows_out": 0})),
+                        "run_date": run_date.isoformat(),
+                        "written_at": written_at,
+                    }
+                }
+                for day in changed
+            },
+        )
+        report["cleaned_days"] = [day.isoformat() for day in changed]
+        report["skipped_days"] = [day.isoformat() for day in days if day not in set(changed)]
         for day in days:
-            rows = report["per_day"].get(day.isoformat(), {}).get("rows_out", 0)
-            write_atomic(silver.filter(F.col(DT_COL) == F.lit(day)).drop(DT_COL), lake.silver_events(day), rows=rows)
+            status = "cleaned" if day in set(changed) else "skipped"
+            report["per_day"].setdefault(day.isoformat(), {"rows_in": 0, "rows_out": 0})["status"] = status
 
-        silver_items = add_missing_items(items, silver).cache()
-        item_rows = labelled_items.groupBy(DROP_REASON_COL).count().collect()
-        item_drops = {r[DROP_REASON_COL]: int(r["count"]) for r in item_rows}
-        n_out = silver_items.count()
-        n_kept = item_drops.pop(None, 0)
-        n_missing = silver_items.join(items.select(ITEM_COL), on=ITEM_COL, how="left_anti").count()
-        report["items"] = {
-            "rows_in": n_kept + sum(item_drops.values()),
-            "rows_out": n_out,
-            "dropped": {MISSING_ID: item_drops.get(MISSING_ID, 0), SUPERSEDED: item_drops.get(SUPERSEDED, 0)},
-            "negative_price_nulled": labelled_items.filter(_keep() & (F.col(PRICE_COL) < 0)).count(),
-            "carried_from_previous": n_out - n_kept - n_missing,
-            "added_from_events": n_missing,
-        }
-        write_atomic(silver_items, lake.silver_items(), rows=n_out)
+        silver_items = add_missing_items(items, silver_rows(labelled)).cache()
+        report["items"] = _items_report(labelled_items, items, silver_items)
+        write_atomic(silver_items, lake.silver_items(), rows=report["items"]["rows_out"])
     finally:
         for frame in (labelled, bots, labelled_items, prepared):
             frame.unpersist()
@@ -378,8 +468,20 @@ def run(
     return report
 
 
+def _add_force_option(parser: argparse.ArgumentParser) -> None:
+    """``--force``: clean's own option (→ ``run(force=True)``)."""
+    parser.add_argument("--force", action="store_true", help="rewrite silver days whose content is unchanged")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return run_job_main(run, "Clean bronze events and the catalogue into silver.", "mercato-clean", 1, argv)
+    return run_job_main(
+        run,
+        "Clean bronze events and the catalogue into silver.",
+        "mercato-clean",
+        1,
+        argv,
+        add_arguments=_add_force_option,
+    )
 
 
 if __name__ == "__main__":

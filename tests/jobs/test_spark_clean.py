@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from pyspark.sql import functions as F
@@ -253,3 +254,109 @@ def test_run_reports_and_writes_what_clean_events_labels(spark, tmp_path):
         written = spark.read.parquet(str(lake.silver_events(day)))
         assertDataFrameEqual(written, silver_rows(labelled).filter(F.col("dt") == F.lit(day)).drop("dt"))
     labelled.unpersist()
+
+
+def _bronze_lake(spark, root, days: dict[dt.date, list[tuple]]) -> Lake:
+    """A lake whose bronze holds ``days`` (rows as :func:`bronze_ev` makes them) and a two-item catalogue."""
+    lake = Lake(root)
+    for day, rows in days.items():
+        spark.createDataFrame(rows, BRONZE_EVENT_SCHEMA).write.mode("overwrite").parquet(str(lake.bronze_events(day)))
+    if not bronze_items_path(lake).exists():
+        t = dt.datetime(2024, 3, 1)
+        items = [
+            ("i1", "c", "b", 7.0, True, None, None, "a.jsonl", t, 0),
+            ("i2", "c", "b", 5.0, True, None, None, "a.jsonl", t, 1),
+        ]
+        spark.createDataFrame(items, BRONZE_ITEM_SCHEMA).write.parquet(str(bronze_items_path(lake)))
+    return lake
+
+
+def _silver_files(lake: Lake) -> dict[str, int]:
+    """Every file under silver/events with its mtime (ns): a rewritten day changes both."""
+    return {
+        str(p.relative_to(lake.silver_events())): p.stat().st_mtime_ns
+        for p in sorted(lake.silver_events().rglob("*"))
+        if p.is_file()
+    }
+
+
+def _bot_cfg():
+    return load_config().replace(clean={"bot_max_events_per_minute": 3})
+
+
+def _silver(spark, lake: Lake, day: dt.date) -> list[tuple]:
+    return sorted(tuple(r) for r in spark.read.parquet(str(lake.silver_events(day))).collect())
+
+
+DAY0 = DAY - dt.timedelta(days=2)
+DAY1 = DAY - dt.timedelta(days=1)
+
+
+def test_rerun_without_new_data_rewrites_nothing(spark, tmp_path):
+    lake = _bronze_lake(
+        spark,
+        tmp_path / "lake",
+        {
+            DAY0: [bronze_ev("a1", "u1", "i1"), bronze_ev("a2", "u2", "i2", price=None)],
+            DAY1: [bronze_ev("b1", "u1", "i2", etype="purchase", price=5.0), bronze_ev("a1", "u1", "i1")],
+        },
+    )
+    first = clean.run(lake.root, DAY, _bot_cfg(), spark, window_days=3)
+    assert first["cleaned_days"] == [DAY0.isoformat(), DAY1.isoformat()] and first["skipped_days"] == []
+    files, silver = _silver_files(lake), {d: _silver(spark, lake, d) for d in (DAY0, DAY1)}
+
+    second = clean.run(lake.root, DAY, _bot_cfg(), spark, window_days=3)
+
+    assert second["cleaned_days"] == [] and second["skipped_days"] == [DAY0.isoformat(), DAY1.isoformat()]
+    assert _silver_files(lake) == files
+    assert {d: _silver(spark, lake, d) for d in (DAY0, DAY1)} == silver
+    assert {k: second[k] for k in ("rows_in", "rows_out", "dropped")} == {
+        k: first[k] for k in ("rows_in", "rows_out", "dropped")
+    }
+    forced = clean.run(lake.root, DAY, _bot_cfg(), spark, window_days=3, force=True)
+    assert forced["cleaned_days"] == [DAY0.isoformat(), DAY1.isoformat()]
+    assert {d: _silver(spark, lake, d) for d in (DAY0, DAY1)} == silver
+
+
+def test_a_new_day_revealing_a_bot_rewrites_only_the_days_the_bot_touched(spark, tmp_path):
+    old_days = {
+        DAY0: [bronze_ev("a1", "u1", "i1"), bronze_ev("a2", "sneaky", "i2")],
+        DAY1: [bronze_ev("b1", "u2", "i1"), bronze_ev("b2", "u1", "i2")],
+    }
+    lake = _bronze_lake(spark, tmp_path / "lake", old_days)
+    clean.run(lake.root, DAY, _bot_cfg(), spark, window_days=3)
+    assert ("a2", "sneaky") in [r[:2] for r in _silver(spark, lake, DAY0)]
+    day1_files = {k: v for k, v in _silver_files(lake).items() if k.startswith(f"dt={DAY1}")}
+
+    burst = [bronze_ev(f"x{i}", "sneaky", "i1", ts=T0 + dt.timedelta(seconds=i)) for i in range(4)]
+    _bronze_lake(spark, lake.root, {DAY: [bronze_ev("c1", "u3", "i1"), *burst]})
+    report = clean.run(lake.root, DAY, _bot_cfg(), spark, window_days=3)
+
+    assert report["cleaned_days"] == [DAY0.isoformat(), DAY.isoformat()]
+    assert report["skipped_days"] == [DAY1.isoformat()]
+    assert report["bot_users"] == 1 and report["dropped"]["bot_user"] == 5
+    assert [r[:2] for r in _silver(spark, lake, DAY0)] == [("a1", "u1")]
+    assert [r[:2] for r in _silver(spark, lake, DAY)] == [("c1", "u3")]
+    assert {k: v for k, v in _silver_files(lake).items() if k.startswith(f"dt={DAY1}")} == day1_files
+    incremental = {d: _silver(spark, lake, d) for d in (DAY0, DAY1, DAY)}
+    clean.run(lake.root, DAY, _bot_cfg(), spark, window_days=3, force=True)
+    assert {d: _silver(spark, lake, d) for d in (DAY0, DAY1, DAY)} == incremental
+
+
+def test_a_new_day_drops_its_copy_of_an_older_event(spark, tmp_path):
+    lake = _bronze_lake(spark, tmp_path / "lake", {DAY1: [bronze_ev("e1", "u1", "i1"), bronze_ev("e2", "u2", "i1")]})
+    clean.run(lake.root, DAY, _bot_cfg(), spark, window_days=2)
+    day1 = _silver(spark, lake, DAY1)
+
+    later = T0 + dt.timedelta(hours=1)
+    _bronze_lake(spark, lake.root, {DAY: [bronze_ev("e1", "u1", "i1", ts=later), bronze_ev("e3", "u3", "i2")]})
+    report = clean.run(lake.root, DAY, _bot_cfg(), spark, window_days=2)
+
+    assert report["cleaned_days"] == [DAY.isoformat()] and report["skipped_days"] == [DAY1.isoformat()]
+    assert report["dropped"]["duplicate"] == 1
+    assert [r[0] for r in _silver(spark, lake, DAY)] == ["e3"]
+    assert _silver(spark, lake, DAY1) == day1
+    assert json.loads((lake.silver_events(DAY) / clean.CLEAN_MANIFEST).read_text())["counts"] == {
+        "rows_in": 2,
+        "rows_out": 1,
+    }
