@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 
 import pytest
 from pyspark.testing import assertDataFrameEqual
@@ -11,7 +12,7 @@ from pyspark.testing import assertDataFrameEqual
 from core.config import load_config
 from core.lake import Lake
 from jobs import features
-from jobs.common import BRONZE_EVENT_SCHEMA, ITEM_SCHEMA, read_days
+from jobs.common import BRONZE_EVENT_SCHEMA, ITEM_SCHEMA, day_start, read_days
 from jobs.features import GOLD_TABLES, build_gold, price_bands, sequences
 
 pytestmark = pytest.mark.spark
@@ -144,3 +145,70 @@ def test_run_writes_build_golds_tables_and_replaces_the_run_folder(spark, tmp_pa
         assert report["rows"][name] == expected[name].count()
     assert report["end_ts"] == END.isoformat() + "Z"
     assert json.loads(lake.report(run_date, "features").read_text()) == report
+
+
+def _gold(spark, lake: Lake, run_date: dt.date) -> dict[str, list[tuple]]:
+    return {
+        name: sorted(tuple(r) for r in spark.read.parquet(str(lake.gold(run_date, name))).collect())
+        for name in GOLD_TABLES
+    }
+
+
+def _from_scratch(spark, lake: Lake, days: list[dt.date], end: dt.datetime) -> dict[str, list[tuple]]:
+    cfg = load_config()
+    tables = build_gold(
+        read_days(spark, lake.silver_events(), days, BRONZE_EVENT_SCHEMA),
+        spark.read.schema(ITEM_SCHEMA).parquet(str(lake.silver_items())),
+        weights=cfg.events.weights,
+        half_life_days=cfg.events.half_life_days,
+        end_ts=end,
+        max_len=cfg.sequences.max_len,
+    ).tables
+    return {name: sorted(tuple(r) for r in tables[name].collect()) for name in GOLD_TABLES}
+
+
+def _assert_same_gold(actual: dict[str, list[tuple]], expected: dict[str, list[tuple]]) -> None:
+    """Equal tables; floats (weights, average prices) equal up to summation-order rounding."""
+    for name in GOLD_TABLES:
+        assert len(actual[name]) == len(expected[name]), name
+        for got, want in zip(actual[name], expected[name], strict=True):
+            same = [
+                math.isclose(a, b, rel_tol=1e-9) if isinstance(b, float) else a == b
+                for a, b in zip(got, want, strict=True)
+            ]
+            assert all(same), (name, got, want)
+
+
+def test_reused_daily_aggregates_give_the_from_scratch_gold(spark, tmp_path):
+    """A later run date reuses the earlier days' aggregates and writes what a from-scratch build writes."""
+    lake = Lake(tmp_path / "lake")
+    d1, d2, d3 = (dt.date(2024, 3, 8) + dt.timedelta(days=n) for n in range(3))
+    day_rows = {
+        d1: [ev("u1", "i1", "view", 3.5, 4.0), ev("u1", "i1", "click", 3.2), ev("u2", "i2", "purchase", 3.1, 9.0)],
+        d2: [ev("u1", "i1", "purchase", 2.5, 6.0), ev("u2", "i1", "view", 2.9), ev("u1", "i3", "view", 40.0)],
+        d3: [ev("u1", "i2", "add_to_cart", 1.4, 2.0), ev("u2", "i2", "view", 1.2), ev("u1", "i1", "view", 1.05)],
+    }
+    for day in (d1, d2):
+        spark.createDataFrame(day_rows[day], EVENTS_DDL).write.parquet(str(lake.silver_events(day)))
+    spark.createDataFrame([("i1", "c1", "b1", 4.0, True, "t", ["x"])], ITEMS_DDL).write.parquet(
+        str(lake.silver_items())
+    )
+    cfg = load_config()
+    first = features.run(lake.root, d2, cfg, spark)
+    assert first["aggregated_days"] == [d1.isoformat(), d2.isoformat()] and first["reused_days"] == []
+    _assert_same_gold(_gold(spark, lake, d2), _from_scratch(spark, lake, [d1, d2], day_start(d3)))
+
+    spark.createDataFrame(day_rows[d3], EVENTS_DDL).write.parquet(str(lake.silver_events(d3)))
+    second = features.run(lake.root, d3, cfg, spark)
+
+    assert second["aggregated_days"] == [d3.isoformat()]
+    assert second["reused_days"] == [d1.isoformat(), d2.isoformat()] and second["days_from_events"] == []
+    assert second["events"] == 9
+    _assert_same_gold(_gold(spark, lake, d3), _from_scratch(spark, lake, [d1, d2, d3], END))
+
+    # a rewritten silver day is aggregated again; an event after the run's end is summed from its events
+    future = [ev("u3", "i1", "purchase", -0.5, 1.0), ev("u1", "i1", "view", 1.5)]
+    spark.createDataFrame(future, EVENTS_DDL).write.mode("overwrite").parquet(str(lake.silver_events(d1)))
+    third = features.run(lake.root, d3, cfg, spark)
+    assert third["aggregated_days"] == [d1.isoformat()] and third["days_from_events"] == [d1.isoformat()]
+    _assert_same_gold(_gold(spark, lake, d3), _from_scratch(spark, lake, [d1, d2, d3], END))
