@@ -19,7 +19,6 @@ take the same durable path.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 import os
@@ -31,12 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.contract import EVENT_TYPES
 from core.lake import Lake, staging_path
 
 log = logging.getLogger(__name__)
+#: Encodes a flushed batch in one call, about ten times faster than ``json.dumps`` per record (the writer
+#: thread holds the GIL while it encodes, so this is CPU the request threads get back).
+_JSON = msgspec.json.Encoder()
 
 EventType = Literal["view", "click", "add_to_cart", "purchase"]
 assert set(EventType.__args__) == set(EVENT_TYPES), "EventType must follow core.contract.EVENT_TYPES"  # type: ignore[attr-defined]
@@ -238,7 +241,12 @@ class LandingWriter:
                 self.write_errors += 1
                 with self._lock:
                     self._buffer[:0] = batch
-                log.warning("landing write of %d events failed (%s); kept buffered for the next flush", len(batch), exc)
+                log.warning(
+                    "landing write of %d %s failed (%s); kept buffered for the next flush",
+                    len(batch),
+                    self.dataset,
+                    exc,
+                )
                 return 0
             self.written += len(batch)
             return len(batch)
@@ -250,10 +258,8 @@ class LandingWriter:
         target = folder / f"{self.source}-{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}.jsonl"
         tmp = staging_path(target)
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for record in batch:
-                    fh.write(json.dumps(record, ensure_ascii=False))
-                    fh.write("\n")
+            with open(tmp, "wb") as fh:
+                fh.write(_JSON.encode_lines(batch))  # UTF-8 JSON, one object per line
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
