@@ -8,7 +8,10 @@
    (keep-alive HTTP/1.1 over asyncio, ``--conns`` concurrent connections) on
    ``GET /v1/recommendations/{user}``: p50/p99 latency and requests/s at 1 and 8 connections.
 3. ``POST /v1/events`` in batches of 100: events/s.
-4. Exact vs faiss ANN top-10 at ``--ann-items`` (1M) clustered items: p50 per query, speedup, recall@10.
+4. Exposure-log overhead: two API servers over the same registry, one with ``[serving] log_exposures =
+   false``, driven at 8 connections in alternating rounds (``--overhead-rounds``); requests/s with the
+   exposure log over requests/s without it (target: the log costs at most 10 % of throughput).
+5. Exact vs faiss ANN top-10 at ``--ann-items`` (1M) clustered items: p50 per query, speedup, recall@10.
 
 Prints a table next to the targets; never asserts. ``--quick`` is a small smoke version.
 
@@ -42,6 +45,7 @@ TARGETS = {
     "events_per_s": 10_000.0,
     "ann_speedup": 5.0,
     "ann_recall": 0.95,
+    "exposure_cost": 0.10,
 }
 
 
@@ -256,6 +260,97 @@ def event_batches(items: list[str], users: list[str], n_batches: int, size: int,
     return out
 
 
+# ---- exposure-log overhead --------------------------------------------------------------------
+def config_without_exposures(work: Path) -> Path:
+    """A copy of the project's config with ``log_exposures = false`` (everything else identical)."""
+    from core.config import config_path
+
+    text = config_path().read_text()
+    if "log_exposures = true" not in text:
+        raise RuntimeError(f"{config_path()} does not set log_exposures = true; cannot derive the no-log config")
+    out = work / "recsys-no-exposures.toml"
+    out.write_text(text.replace("log_exposures = true", "log_exposures = false"))
+    return out
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The server's ``/metrics`` samples that have no labels, plus ``served``: recommendation requests answered."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    found: dict[str, float] = {"served": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("mercato_experiment_requests_total{"):
+            found["served"] += float(value)
+        elif name.startswith("mercato_") and "{" not in name:
+            found[name] = float(value)
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (every thread), from ``/proc``; NaN where there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def exposure_overhead(env: dict[str, str], gets: list[str], args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The exposure log's cost: two API servers, one with ``log_exposures = false``, driven at 8 connections
+    in alternating rounds. Per round: requests/s (the load generator) and the server's CPU milliseconds
+    per answered request (``/proc`` and ``/metrics``: steadier than requests/s on a shared machine).
+    ``ratio`` = requests/s with the log / without it; ``cpu_ratio`` = CPU per request without / with."""
+    no_log = config_without_exposures(work)
+    servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+    try:
+        for name, extra in (("api-nolog", {"RECSYS_CONFIG": str(no_log)}), ("api-log", {})):
+            port = free_port()
+            server_env = dict(env, RECSYS_PORT=str(port), RECSYS_HOME=str(work / f"home-{name}"), **extra)
+            servers[name] = (port, start([sys.executable, "-m", "serving"], server_env, work / f"{name}.log"))
+        for port, proc in servers.values():
+            wait_ready(f"http://127.0.0.1:{port}/health", proc, timeout=300)
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        for round_ in range(args.overhead_rounds):
+            order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+            for name in order:
+                port, proc = servers[name]
+                print(f"load: {name} @ 8 conns (exposure round {round_ + 1}/{args.overhead_rounds}) ...", flush=True)
+                cpu0, served0 = cpu_seconds(proc.pid), scrape(port)["served"]
+                result = run_load(port, gets, 8, args.seconds, args.warmup, work)
+                cpu1, served1 = cpu_seconds(proc.pid), scrape(port)["served"]
+                result["cpu_ms_per_request"] = 1e3 * (cpu1 - cpu0) / max(served1 - served0, 1.0)
+                runs[name].append(result)
+        out: dict[str, Any] = {"rounds": args.overhead_rounds, "conns": 8}
+        for name, results in runs.items():
+            final = scrape(servers[name][0])
+            out[name] = {
+                "rps": sum(r["requests"] for r in results) / (args.seconds * len(results)),
+                "p50_ms": float(np.median([r["p50_ms"] for r in results])),
+                "p99_ms": float(np.median([r["p99_ms"] for r in results])),
+                "errors": sum(r["errors"] for r in results),
+                "rounds_rps": [r["rps"] for r in results],
+                "cpu_ms_per_request": float(np.median([r["cpu_ms_per_request"] for r in results])),
+                "exposures_logged": final.get("mercato_exposures_written_total", 0.0)
+                + final.get("mercato_exposures_pending", 0.0),
+                "exposures_dropped": final.get("mercato_exposures_dropped_total", 0.0),
+                "served": final["served"],
+                "logging": "mercato_exposures_written_total" in final,
+            }
+        log, nolog = out["api-log"], out["api-nolog"]
+        out["ratio"] = log["rps"] / nolog["rps"] if nolog["rps"] else float("nan")
+        out["cost"] = 1.0 - out["ratio"]
+        out["cpu_ratio"] = nolog["cpu_ms_per_request"] / log["cpu_ms_per_request"]
+        return out
+    except Exception:
+        for name in servers:
+            print((work / f"{name}.log").read_text()[-3000:], file=sys.stderr)
+        raise
+    finally:
+        for _, proc in servers.values():
+            stop(proc)
+
+
 # ---- 1M exact vs ANN ----------------------------------------------------------------------------
 def clustered(n: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Clustered item vectors with spread norms and a bias: the shape of trained embeddings."""
@@ -323,11 +418,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="OMP/OpenBLAS/MKL threads of both servers (default: library defaults, as `python -m serving` ships)",
     )
+    p.add_argument(
+        "--overhead-rounds",
+        type=int,
+        default=None,
+        help="alternating rounds of the exposure-log overhead measurement (default 3; quick 1)",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--loadgen", metavar="SPEC", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     defaults = {"items": (100_000, 10_000), "users": (2_000, 500), "seconds": (10.0, 2.0), "warmup": (2.0, 1.0)}
     defaults["ann_items"] = (1_000_000, 100_000)
+    defaults["overhead_rounds"] = (3, 1)
     for key, (full, quick) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
@@ -359,6 +461,33 @@ def print_table(res: dict[str, Any], args: argparse.Namespace) -> None:
          ann["speedup"] >= TARGETS["ann_speedup"]),
         ("ANN recall@10", _fmt(ann["recall@10"], ".3f"), f">= {TARGETS['ann_recall']}", ann["recall@10"] >= TARGETS["ann_recall"]),
     ]  # fmt: skip
+    overhead = res.get("exposure_overhead")
+    if overhead:
+        cost = overhead["cost"]
+        rows.append(
+            ("exposure log cost", _fmt(100 * cost, ".1f") + "%", f"<= {100 * TARGETS['exposure_cost']:.0f}%",
+             cost <= TARGETS["exposure_cost"])
+        )  # fmt: skip
+        print(
+            f"\n== exposure log overhead: {overhead['conns']} conns, {overhead['rounds']} alternating round(s) of "
+            f"{args.seconds:.0f}s per server =="
+        )
+        print(
+            f"{'server':<12}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'CPU ms/req':>12}{'served':>9}"
+            f"{'logged':>9}  req/s per round"
+        )
+        for name in ("api-nolog", "api-log"):
+            r = overhead[name]
+            rounds = ", ".join(f"{x:.0f}" for x in r["rounds_rps"])
+            logged = f"{r['exposures_logged']:.0f}" if r["logging"] else "off"
+            print(
+                f"{name:<12}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}"
+                f"{r['cpu_ms_per_request']:>12.3f}{r['served']:>9.0f}{logged:>9}  {rounds}"
+            )
+        print(
+            f"throughput with exposure logging / without: {overhead['ratio']:.3f} (cost {100 * cost:.1f}%); "
+            f"CPU per request without / with: {overhead['cpu_ratio']:.3f}"
+        )
     print(f"\n{'figure':<26}{'measured':>12}{'target':>10}  met")
     for name, got, want, ok in rows:
         print(f"{name:<26}{got:>12}{want:>10}  {'yes' if ok else 'NO'}")
@@ -429,6 +558,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 raise
             finally:
                 stop(proc)
+        res["exposure_overhead"] = exposure_overhead(env, gets, args, work)
     print(f"exact vs ANN on {args.ann_items:,} clustered items ...", flush=True)
     res["ann"] = ann_comparison(args.ann_items, 64, 200, args.seed)
     print_table(res, args)
