@@ -11,8 +11,8 @@ bronze/exposures/dt=D/                         typed, one row per response (item
 bronze/_rejected/exposures/dt=D/               malformed lines: raw, reason, source_file
 silver/exposures/dt=D/                         deduplicated by request_id, _SILVER.json
 silver/attributed_events/dt=D/                 every silver event of D with its attribution, _ATTRIBUTION.json
-gold/experiments/<name>/dt=D/units/            one row per experiment unit: variant, outcomes, pre-period
-gold/experiments/<name>/dt=D/aggregates.json   per-variant moments the statistics read
+gold/experiments/<name>/dt=D/                  one row per experiment unit: variant, outcomes, pre-period
+gold/experiments/<name>/dt=D/_AGGREGATES.json  per-variant moments the statistics read
 <reports>/D/experiment_<name>.json | .md       the readable experiment report
 ```
 """
@@ -20,6 +20,7 @@ gold/experiments/<name>/dt=D/aggregates.json   per-variant moments the statistic
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,7 @@ UNIT_METRIC_COLUMNS: tuple[str, ...] = (
 )
 #: Interleaving: per unit, the mean per-request preference for the treatment's team (+1 win, 0 tie, -1 loss).
 PREFERENCE = "preference"
+AGGREGATES_FILE = "_AGGREGATES.json"
 
 
 @dataclass(frozen=True)
@@ -157,16 +159,17 @@ def attributed_events(lake: Lake, day: dt.date | None = None) -> Path:
     return _day(lake.root / "silver" / "attributed_events", day)
 
 
-def experiment_dir(lake: Lake, name: str, run_date: dt.date) -> Path:
-    """``gold/experiments/<name>/dt=<run_date>``: the report job's per-unit table and aggregates."""
-    return lake.root / "gold" / "experiments" / name / f"dt={run_date.isoformat()}"
+def experiment_units(lake: Lake, name: str, run_date: dt.date | None = None) -> Path:
+    """``gold/experiments/<name>/dt=<run_date>``: the report job's per-unit table (Parquet) and its aggregates."""
+    return _day(lake.root / "gold" / "experiments" / name, run_date)
 
 
 def aggregates_path(lake: Lake, name: str, run_date: dt.date) -> Path:
-    return experiment_dir(lake, name, run_date) / "aggregates.json"
+    """``_AGGREGATES.json`` beside the per-unit table: per-variant moments, what the statistics read."""
+    return experiment_units(lake, name, run_date) / AGGREGATES_FILE
 
 
-def report_paths(reports_root: str | Path, run_date: dt.date, name: str) -> tuple[Path, Path]:
+def report_paths(reports_root: str | os.PathLike[str], run_date: dt.date, name: str) -> tuple[Path, Path]:
     """``<reports>/<run_date>/experiment_<name>.json`` and ``.md`` (next to the validation reports)."""
     folder = Path(reports_root) / run_date.isoformat()
     return folder / f"experiment_{name}.json", folder / f"experiment_{name}.md"
