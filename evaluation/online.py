@@ -323,6 +323,9 @@ def compare_metric(
     always-valid and fixed-horizon p-values, the sequential MDE and the variance CUPED removed.
 
     Relative lift ``L = Δ / c`` (``c``, ``t`` the adjusted means) with ``Var L ≈ V_t / c² + t² V_c / c⁴``.
+    ``p_value`` tests the lift (so it is below α exactly when the lift's interval excludes 0; it also counts
+    the control mean's own uncertainty); ``p_value_difference`` tests ``Δ``; both are always valid and
+    agree under the null. Without a lift (a zero control mean) ``p_value`` is the difference's.
     """
     alpha, tuning_n = options.alpha, options.tuning_n
     n = control.n + treatment.n
@@ -335,6 +338,7 @@ def compare_metric(
         "difference": _finite(diff),
         "difference_ci": _interval(diff, hw),
         "p_value": _finite(always_valid_p(diff, var, n, tuning_n, alpha)),
+        "p_value_difference": _finite(always_valid_p(diff, var, n, tuning_n, alpha)),
         "p_value_fixed_horizon": _finite(fixed_p(diff, var)),
         "variance_reduction": _finite(1 - var / raw_var) if raw_var > 0 else 0.0,
         "cuped_theta": _finite(theta),
@@ -345,6 +349,7 @@ def compare_metric(
         lift_var = vt / c**2 + t**2 * vc / c**4
         out["lift"] = _finite(lift)
         out["lift_ci"] = _interval(lift, cs_halfwidth(lift_var, n, alpha, tuning_n))
+        out["p_value"] = _finite(always_valid_p(lift, lift_var, n, tuning_n, alpha))
         out["mde_relative"] = _finite(out["mde"] / abs(c)) if out["mde"] is not None else None
     else:
         out.update({"lift": None, "lift_ci": [None, None], "mde_relative": None})
