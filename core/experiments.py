@@ -206,6 +206,10 @@ def _checked_arms(raw: Any, kind: str, require_checksums: bool) -> list[dict[str
     total = sum(arm["share"] for arm in arms)
     if abs(total - 1.0) > SHARE_TOLERANCE:
         raise ExperimentError(f"arm shares {[arm['share'] for arm in arms]} sum to {total:g}; they must sum to 1")
+    if kind == INTERLEAVING and any(abs(arm["share"] - 0.5) > SHARE_TOLERANCE for arm in arms):
+        raise ExperimentError(
+            "an interleaving experiment shows both arms in every answer: its shares are 0.5,0.5 (leave --shares out)"
+        )
     return arms
 
 

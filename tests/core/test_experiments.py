@@ -67,6 +67,8 @@ def test_invalid_arms_are_refused() -> None:
         new_document("e", ("bpr", "1"), [("sasrec", "2"), ("knn", "1")], shares=[0.5, 0.5])
     with pytest.raises(ExperimentError, match="exactly two arms"):
         new_document("e", ("bpr", "1"), [("sasrec", "2"), ("knn", "1")], kind=INTERLEAVING)
+    with pytest.raises(ExperimentError, match=r"shares are 0\.5,0\.5"):
+        new_document("e", ("bpr", "1"), [("sasrec", "2")], shares=[0.9, 0.1], kind=INTERLEAVING)
     swapped = doc()
     swapped["arms"] = list(reversed(swapped["arms"]))
     with pytest.raises(ExperimentError, match="arms\\[0\\] is the control"):
