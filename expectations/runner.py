@@ -7,6 +7,11 @@ context under ``<report_dir>/<run_date>/gx``; every checkpoint updates the Data 
 on the whole Spark DataFrame (cached once), never on a sample. A compact summary goes to
 ``<report_dir>/<run_date>/validation_<stage>.json``; on failure ``ValidationFailed`` carries it and
 renders it as the readable report shown in the Airflow task log.
+
+The raw gate judges days, not just a run (``expectations.raw_gate``): each judged day's outcome is
+kept in ``<report_dir>/gates/raw/dt=….json`` and a day stays failed, run after run, until its data
+changes (e.g. ``python -m jobs.quarantine`` set its bad landing files aside) and passes, or it is
+accepted by hand (``python -m expectations.state``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from core.config import Config, load_config
 from core.contract import ITEM_COL, PRICE_COL, USER_COL
 from core.lake import Lake
 from core.settings import get_settings
+from expectations.attribution import Attribution
+from expectations.daily import DAY_COLUMNS
+from expectations.raw_gate import RawPlan, attribute_failures, day_outcomes, plan_raw, record_outcomes
 from expectations.suites import LEAKED_PAIR_COL, SPLIT_COL, TABLE_ROW_KEYS, USER_WITHOUT_TRAIN_COL, stage_suites
 
 if TYPE_CHECKING:
@@ -36,10 +44,13 @@ log = logging.getLogger(__name__)
 STAGES: tuple[str, ...] = ("raw", "clean", "features")
 DATA_DOCS_SITE = "mercato_site"
 DATASOURCE = "mercato_spark"
+PANDAS_DATASOURCE = "mercato_pandas"
 #: How many offending values a summary keeps per expectation (Data Docs shows the same sample).
 UNEXPECTED_SAMPLE = 10
 #: How many of them the failure message prints.
 MESSAGE_SAMPLE = 5
+#: How many bad landing files the failure message lists (the summary keeps them all).
+BAD_FILES_SHOWN = 20
 
 
 class ValidationFailed(RuntimeError):
@@ -124,8 +135,8 @@ def load_stage_tables(
 ) -> dict[str, tuple[DataFrame, dict[str, Any]]]:
     """The DataFrames a stage validates, keyed like ``stage_suites``, each with where it came from.
 
-    ``only_days`` narrows ``raw`` to the bronze days this run (re)ingested: older days passed their
-    gate when they arrived, and a new drop must be judged on its own rows, not diluted by history.
+    ``only_days`` narrows ``raw`` to those bronze days. (``validate_stage`` judges raw days through
+    ``expectations.raw_gate``: the days whose last outcome is not a pass, plus the day tables.)
     """
     if stage == "raw":
         frame, parts = _read_partitions(spark, lake.bronze_events(), run_date, window_days, "bronze", only_days)
@@ -157,6 +168,28 @@ def feed_has_prices(events: DataFrame) -> bool:
     return bool(events.where(F.col(PRICE_COL).isNotNull()).limit(1).count())
 
 
+def _raw_tables(plan: RawPlan, lake: Lake) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """The raw gate's tables: bronze rows of the judged days with data, and the day table (pandas)."""
+    import pandas as pd
+
+    tables: dict[str, tuple[Any, dict[str, Any]]] = {}
+    if plan.frame is not None:
+        parts = [f"dt={d.isoformat()}" for d in plan.with_data]
+        tables["bronze_events"] = (plan.frame, {"path": str(lake.bronze_events()), "partitions": parts})
+    if plan.day_rows:
+        numeric = [c for c in DAY_COLUMNS if c not in ("dt", "events", "baseline_day")]
+        frame = pd.DataFrame(plan.day_rows, columns=list(DAY_COLUMNS)).astype(
+            {"events": "int64", **dict.fromkeys(numeric, "float64")}
+        )
+        origin = {
+            "path": str(lake.bronze_events()),
+            "derived": "one row per judged day: events, volume against the trailing median, drift (PSI)",
+            "day_table": plan.day_rows,
+        }
+        tables["bronze_days"] = (frame, origin)
+    return tables
+
+
 def _gx_context(run_dir: Path, docs_dir: Path) -> Any:
     """A file context for the run date (results persist so Data Docs index every stage), quiet, offline."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -182,7 +215,7 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _expectation_summary(result: Any) -> dict[str, Any]:
+def _expectation_summary(result: Any, sample: int = UNEXPECTED_SAMPLE) -> dict[str, Any]:
     config = result.expectation_config
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "result_format")}
     body = result.result or {}
@@ -199,11 +232,11 @@ def _expectation_summary(result: Any) -> dict[str, Any]:
     if "unexpected_percent_total" in body:
         entry["unexpected_percent_total"] = _json_safe(body["unexpected_percent_total"])
     if "partial_unexpected_list" in body:
-        entry["unexpected_sample"] = _json_safe(body["partial_unexpected_list"][:UNEXPECTED_SAMPLE])
+        entry["unexpected_sample"] = _json_safe(body["partial_unexpected_list"][:sample])
     if body.get("partial_unexpected_counts"):
-        entry["unexpected_value_counts"] = _json_safe(body["partial_unexpected_counts"][:UNEXPECTED_SAMPLE])
+        entry["unexpected_value_counts"] = _json_safe(body["partial_unexpected_counts"][:sample])
     if body.get("partial_unexpected_index_list"):
-        entry["unexpected_rows"] = _json_safe(body["partial_unexpected_index_list"][:UNEXPECTED_SAMPLE])
+        entry["unexpected_rows"] = _json_safe(body["partial_unexpected_index_list"][:sample])
     infos = result.exception_info or {}
     infos = [infos] if "raised_exception" in infos else [v for v in infos.values() if isinstance(v, dict)]
     errors = [str(i.get("exception_message")) for i in infos if i.get("raised_exception")]
@@ -214,12 +247,22 @@ def _expectation_summary(result: Any) -> dict[str, Any]:
     return entry
 
 
-def _run_checkpoint(context: Any, stage: str, table: str, frame: DataFrame, suite: Any, run_id: Any) -> dict[str, Any]:
+def _run_checkpoint(
+    context: Any, stage: str, table: str, frame: Any, suite: Any, run_id: Any, sample: int = UNEXPECTED_SAMPLE
+) -> dict[str, Any]:
+    """Run ``suite`` on ``frame`` (a Spark DataFrame, or a pandas one for small derived tables) as a checkpoint.
+
+    ``sample``: offending values and row keys kept per expectation.
+    """
     import great_expectations as gx
+    import pandas as pd
     from great_expectations.checkpoint import UpdateDataDocsAction
 
     context.suites.add_or_update(suite)
-    source = context.data_sources.add_or_update_spark(name=DATASOURCE)
+    if isinstance(frame, pd.DataFrame):
+        source = context.data_sources.add_or_update_pandas(name=PANDAS_DATASOURCE)
+    else:
+        source = context.data_sources.add_or_update_spark(name=DATASOURCE)
     asset_name = f"{stage}__{table}"
     asset = next((a for a in source.assets if a.name == asset_name), None) or source.add_dataframe_asset(asset_name)
     batch = next((b for b in asset.batch_definitions if b.name == "whole"), None)
@@ -234,14 +277,14 @@ def _run_checkpoint(context: Any, stage: str, table: str, frame: DataFrame, suit
             actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
             result_format={
                 "result_format": "SUMMARY",
-                "partial_unexpected_count": UNEXPECTED_SAMPLE,
-                "unexpected_index_column_names": list(TABLE_ROW_KEYS.get(table, ())),
+                "partial_unexpected_count": sample,
+                "unexpected_index_column_names": [k for k in TABLE_ROW_KEYS.get(table, ()) if k in frame.columns],
             },
         )
     )
     outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
     (suite_result,) = outcome.run_results.values()
-    expectations = [_expectation_summary(r) for r in suite_result.results]
+    expectations = [_expectation_summary(r, sample) for r in suite_result.results]
     failed_first = sorted(expectations, key=lambda e: e["success"])
     return {"suite": suite.name, "success": bool(suite_result.success), "expectations": failed_first}
 
@@ -255,14 +298,21 @@ def validate_stage(
     report_dir: str | os.PathLike[str] | None = None,
     window_days: int | None = None,
     only_days: Collection[dt.date] | None = None,
+    day_checks: bool = True,
 ) -> dict[str, Any]:
     """Validate one stage's partitions of ``run_date``; return the summary or raise ``ValidationFailed``.
 
-    ``only_days`` (raw only): validate just these bronze days, e.g. the ones ingest rewrote this run.
-
     ``window_days`` is the run window for ``raw``/``clean`` (the days ``[run_date - window_days + 1,
     run_date]`` that exist; default ``cfg.window.days``); ``features`` validates ``gold/<run_date>``.
+
+    Raw judges the window's days whose last outcome (``<report_dir>/gates/raw/dt=….json``) is not a
+    pass of their bronze partition as it is now, plus the run's own day, and records each one's outcome;
+    ``only_days`` judges just those days instead. ``day_checks`` (the daily feed; off for a bulk import)
+    adds the ``bronze_days`` table: data on each judged day, volume against the trailing median, drift
+    (PSI) against the previous day. A failed raw summary names the landing files of the offending rows
+    (``bad_files``), which ``python -m jobs.quarantine`` sets aside.
     """
+    import pandas as pd
     from great_expectations.core.run_identifier import RunIdentifier
 
     if stage not in STAGES:
@@ -271,15 +321,35 @@ def validate_stage(
     cfg = cfg if cfg is not None else load_config()
     if window_days is None:
         window_days = cfg.window.days
-    run_dir = Path(report_dir if report_dir is not None else get_settings().reports) / run_day.isoformat()
+    report_root = Path(report_dir if report_dir is not None else get_settings().reports)
+    run_dir = report_root / run_day.isoformat()
     docs_dir = run_dir / "data_docs"
     run_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
-    tables = load_stage_tables(stage, Lake(lake_root), run_day, spark, window_days, only_days)
-    events_table = {"raw": "bronze_events", "clean": "silver_events"}.get(stage)
-    prices_expected = events_table is None or feed_has_prices(tables[events_table][0])
-    suites = stage_suites(stage, cfg.validation, prices_expected=prices_expected)
+    plan: RawPlan | None = None
+    if stage == "raw":
+        lake = Lake(lake_root)
+        window = window_days_of(run_day, window_days)
+        days = sorted(set(only_days)) if only_days is not None else None
+        plan = plan_raw(lake, run_day, spark, cfg.validation, window, report_root, days, day_checks)
+        tables = _raw_tables(plan, lake)
+        prices_expected = plan.frame is None or feed_has_prices(plan.frame)
+        suites = stage_suites(
+            "raw",
+            cfg.validation,
+            prices_expected=prices_expected,
+            run_date=run_day,
+            catalogue=plan.catalogue,
+            day_table=bool(plan.day_rows),
+            day_checks=plan.day_checks,
+        )
+        suites = {name: suite for name, suite in suites.items() if name in tables}
+    else:
+        tables = load_stage_tables(stage, Lake(lake_root), run_day, spark, window_days, only_days)
+        events_table = {"clean": "silver_events"}.get(stage)
+        prices_expected = events_table is None or feed_has_prices(tables[events_table][0])
+        suites = stage_suites(stage, cfg.validation, prices_expected=prices_expected)
     context = _gx_context(run_dir, docs_dir)
     run_id = RunIdentifier(run_name=f"{stage}-{run_day.isoformat()}", run_time=dt.datetime.now(dt.UTC))
     summary: dict[str, Any] = {
@@ -289,22 +359,49 @@ def validate_stage(
         "success": True,
         "tables": {},
     }
+    notes = list(plan.notes) if plan is not None else []
     if not prices_expected:
-        summary["notes"] = ["the feed carries no prices at all (price is optional): price completeness not required"]
-    for table, suite in suites.items():
-        frame, origin = tables[table]
-        table_started = time.perf_counter()
-        frame = frame.cache()
-        try:
-            rows = frame.count()
-            result = _run_checkpoint(context, stage, table, frame, suite, run_id)
-        finally:
-            frame.unpersist()
-        seconds = round(time.perf_counter() - table_started, 3)
-        summary["tables"][table] = {**origin, "rows": rows, **result, "seconds": seconds}
-        summary["success"] = summary["success"] and result["success"]
+        notes.append("the feed carries no prices at all (price is optional): price completeness not required")
+    if notes:
+        summary["notes"] = notes
+    if plan is not None:
+        summary["checked_days"] = [d.isoformat() for d in plan.checked]
+    try:
+        for table, suite in suites.items():
+            frame, origin = tables[table]
+            table_started = time.perf_counter()
+            if isinstance(frame, pd.DataFrame):
+                rows = len(frame)
+                sample = max(rows, UNEXPECTED_SAMPLE)
+                result = _run_checkpoint(context, stage, table, frame, suite, run_id, sample=sample)
+            else:
+                frame = frame.cache() if plan is None else frame  # the raw plan caches its own frame
+                try:
+                    rows = frame.count()
+                    result = _run_checkpoint(context, stage, table, frame, suite, run_id)
+                finally:
+                    if plan is None:
+                        frame.unpersist()
+            seconds = round(time.perf_counter() - table_started, 3)
+            summary["tables"][table] = {**origin, "rows": rows, **result, "seconds": seconds}
+            summary["success"] = summary["success"] and result["success"]
+        attribution: Attribution | None = None
+        if plan is not None and not summary["success"]:
+            events_suite = suites.get("bronze_events")
+            attribution = attribute_failures(plan, events_suite, summary["tables"], cfg.validation)
+    finally:
+        if plan is not None and plan.frame is not None:
+            plan.frame.unpersist()
     summary["data_docs"] = str(docs_dir / "index.html")
     summary["summary_path"] = str(run_dir / f"validation_{stage}.json")
+    if plan is not None:
+        failures = day_outcomes(plan, summary["tables"], attribution)
+        if attribution is not None:
+            summary["bad_files"] = attribution.bad_files
+        summary["day_outcomes"] = record_outcomes(
+            plan, failures, attribution, run_day, summary["summary_path"], report_root
+        )
+        summary["success"] = summary["success"] and not any(failures.values())
     summary["seconds"] = round(time.perf_counter() - started, 3)
     if not summary["success"]:
         summary["failure_report"] = format_failure(summary)
@@ -388,12 +485,29 @@ def format_failure(summary: dict[str, Any]) -> str:
             rows = _offending_rows(entry)
             if rows:
                 lines.append(f"        offending rows: {rows}")
+    failed_days = [day for day, status in summary.get("day_outcomes", {}).items() if status == "failed"]
+    if failed_days:
+        lines.append(
+            f"  days failed: {', '.join(failed_days)} (judged again on every run until they pass or are accepted)"
+        )
+    bad_files = summary.get("bad_files") or {}
+    if bad_files:
+        lines.append("  landing files that brought the offending rows:")
+        for path, rows in list(bad_files.items())[:BAD_FILES_SHOWN]:
+            lines.append(f"    {path}  ({rows:,} row{'s' if rows != 1 else ''})")
+        if len(bad_files) > BAD_FILES_SHOWN:
+            lines.append(f"    … and {len(bad_files) - BAD_FILES_SHOWN} more (bad_files in the summary)")
     lines.append(f"  Data Docs: {summary.get('data_docs', '(not written)')}")
     lines.append(f"  Summary:   {summary.get('summary_path', '(not written)')}")
     lines.append(
         "  Fix the data (or the job that wrote it) and rerun this task; tolerances live in "
         "config/recsys.toml [validation]."
     )
+    if summary.get("stage") == "raw":
+        lines.append(
+            "  Set bad landing files aside with `python -m jobs.quarantine` (their days are re-ingested and judged "
+            "again); accept a day that is right as it is with `python -m expectations.state --accept DAY --reason ...`."
+        )
     return "\n".join(lines)
 
 
@@ -405,6 +519,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-date", required=True, type=dt.date.fromisoformat, help="YYYY-MM-DD")
     parser.add_argument("--window-days", type=int, default=None, help="days ending at the run date (default: config)")
     parser.add_argument("--report-dir", default=None, help="default: RECSYS_REPORTS_DIR / <home>/reports")
+    parser.add_argument(
+        "--no-day-checks",
+        action="store_true",
+        help="raw: judge rows only, not data per day, volume and drift (a bulk import of a dataset)",
+    )
+    parser.add_argument(
+        "--days",
+        default=None,
+        help="raw: judge these comma-separated days (YYYY-MM-DD) whatever their last outcome",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -419,6 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             spark,
             report_dir=args.report_dir,
             window_days=args.window_days,
+            only_days=[dt.date.fromisoformat(d) for d in args.days.split(",")] if args.days else None,
+            day_checks=not args.no_day_checks,
         )
     except ValidationFailed as failure:
         print(str(failure), file=sys.stderr)

@@ -8,6 +8,7 @@ as the "expected" line of a failure report and Data Docs renders it.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import great_expectations as gx
@@ -29,6 +30,11 @@ from core.contract import (
     WEIGHT_COL,
 )
 
+#: Derived column of the raw events frame: the item id where the catalogue does not list it, else null.
+UNKNOWN_ITEM_COL = "unknown_item"
+#: Landing file a bronze row came from (relative to the lake), when ingest records it.
+SOURCE_FILE_COL = "source_file"
+
 #: Columns of the derived split-check frame (see ``expectations.runner.split_check_frame``).
 SPLIT_COL = "split"
 LEAKED_PAIR_COL = "leaked_pair"
@@ -40,6 +46,7 @@ DEFAULT_CLEAN_MIN_PRICE_FRACTION = 0.95
 
 #: Suite names per table, the unit the runner validates.
 RAW_EVENTS = "raw_events"
+RAW_DAYS = "raw_days"
 CLEAN_EVENTS = "clean_events"
 ITEMS = "items"
 GOLD_INTERACTIONS = "features_interactions"
@@ -97,11 +104,16 @@ def raw_events_suite(
     missing_price_max_fraction: float,
     event_types: tuple[str, ...] = EVENT_TYPES,
     prices_expected: bool = True,
+    ts_bounds: tuple[dt.datetime, dt.datetime] | None = None,
+    unknown_item_max_fraction: float | None = None,
 ) -> gx.ExpectationSuite:
     """Bronze events of the run window: the contract's hard rules, with tolerance only for what clean repairs.
 
     ``prices_expected=False`` (a feed that carries no prices at all, e.g. review or view logs; price is
     optional in the contract) drops the price-completeness expectation; negative prices still fail.
+    ``ts_bounds`` (floor, latest acceptable instant) holds every timestamp inside them;
+    ``unknown_item_max_fraction`` (given when there is a catalogue) bounds the share of events on items
+    it does not list (the frame then carries ``unknown_item``).
     """
     unknown = _fraction("raw_unknown_event_type_max_fraction", unknown_event_type_max_fraction)
     missing_price = _fraction("raw_missing_price_max_fraction", missing_price_max_fraction)
@@ -141,7 +153,103 @@ def raw_events_suite(
             )
         )
     expectations.append(_min_value(QUANTITY_COL, 1, "an event moves at least one unit"))
+    if ts_bounds is not None:
+        floor, latest = ts_bounds
+        expectations.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=TS_COL,
+                min_value=floor,
+                max_value=latest,
+                description=(
+                    f"{TS_COL} lies in {floor:%Y-%m-%d} .. {latest:%Y-%m-%d %H:%M} UTC: nothing before "
+                    "validation.ts_floor, nothing later than the run date's end + validation.ts_future_tolerance_hours "
+                    "(a broken clock or unit)"
+                ),
+            )
+        )
+    if unknown_item_max_fraction is not None:
+        unknown_items = _fraction("unknown_item_max_fraction", unknown_item_max_fraction)
+        expectations.append(
+            gxe.ExpectColumnValuesToBeNull(
+                column=UNKNOWN_ITEM_COL,
+                mostly=1.0 - unknown_items,
+                description=(
+                    f"at least {_pct(1.0 - unknown_items)} of events are on items the catalogue lists "
+                    f"({UNKNOWN_ITEM_COL} = the item id of the others; validation.unknown_item_max_fraction)"
+                ),
+            )
+        )
     return _suite(suite_name, expectations)
+
+
+def raw_days_suite(
+    v: ValidationConfig, prices_expected: bool = True, catalogue: bool = False, day_checks: bool = True
+) -> gx.ExpectationSuite:
+    """The day table of the raw feed (``expectations.daily``): each judged day's own shares of what the
+    row-level suite tolerates, and with ``day_checks`` (the daily feed) data on the day, volume, drift.
+
+    A null ratio or PSI means "not judged" (too little history or too small a sample) and GX skips it.
+    """
+    shares = [
+        ("unknown_event_type_share", v.raw_unknown_event_type_max_fraction, "raw_unknown_event_type_max_fraction")
+    ]
+    if prices_expected:
+        shares.append(("missing_price_share", v.raw_missing_price_max_fraction, "raw_missing_price_max_fraction"))
+    if catalogue:
+        shares.append(("unknown_item_share", v.unknown_item_max_fraction, "unknown_item_max_fraction"))
+    expectations: list[gxe.Expectation] = [
+        gxe.ExpectColumnValuesToBeBetween(
+            column=column,
+            max_value=float(limit),
+            description=f"on each judged day on its own, {column} ≤ {_pct(limit)} (validation.{key})",
+        )
+        for column, limit, key in shares
+    ]
+    if not day_checks:
+        return _suite(RAW_DAYS, expectations)
+    expectations += [
+        gxe.ExpectColumnValuesToBeBetween(
+            column="events",
+            min_value=int(v.min_day_events),
+            description=(
+                f"every checked day (the run's own day included) holds at least {int(v.min_day_events)} "
+                "event(s): a day without landing data fails (validation.min_day_events)"
+            ),
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="volume_ratio",
+            min_value=float(v.volume_min_ratio),
+            max_value=float(v.volume_max_ratio),
+            description=(
+                f"a day's events are {v.volume_min_ratio:g}..{v.volume_max_ratio:g} × the median of the previous "
+                f"{v.volume_lookback_days} days with data (validation.volume_min_ratio / volume_max_ratio)"
+            ),
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="psi_event_type",
+            max_value=float(v.psi_max_event_type),
+            description=(
+                f"event-type mix PSI against the previous day with data ≤ {v.psi_max_event_type:g} "
+                "(validation.psi_max_event_type)"
+            ),
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="psi_item_popularity",
+            max_value=float(v.psi_max_item_popularity),
+            description=(
+                f"item-popularity PSI (previous day's top {v.drift_top_items} items + the rest) ≤ "
+                f"{v.psi_max_item_popularity:g} (validation.psi_max_item_popularity)"
+            ),
+        ),
+    ]
+    return _suite(RAW_DAYS, expectations)
+
+
+def raw_ts_bounds(v: ValidationConfig, run_date: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """(floor, latest acceptable instant) of raw timestamps for a run: ``ts_floor`` and the run date's end + tolerance."""
+    floor = dt.datetime.combine(dt.date.fromisoformat(v.ts_floor), dt.time(), tzinfo=dt.UTC)
+    end = dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return floor, end + dt.timedelta(hours=v.ts_future_tolerance_hours)
 
 
 def clean_events_suite(
@@ -277,7 +385,8 @@ def split_checks_suite() -> gx.ExpectationSuite:
 
 #: Columns that identify a row of each validated table; a failure report names offending rows by them.
 TABLE_ROW_KEYS: dict[str, tuple[str, ...]] = {
-    "bronze_events": (EVENT_ID_COL,),
+    "bronze_events": (EVENT_ID_COL, SOURCE_FILE_COL),
+    "bronze_days": ("dt",),
     "silver_events": (EVENT_ID_COL,),
     "silver_items": (ITEM_COL,),
     "interactions": (USER_COL, ITEM_COL),
@@ -289,18 +398,35 @@ TABLE_ROW_KEYS: dict[str, tuple[str, ...]] = {
 
 
 def stage_suites(
-    stage: str, thresholds: ValidationConfig, prices_expected: bool = True
+    stage: str,
+    thresholds: ValidationConfig,
+    prices_expected: bool = True,
+    *,
+    run_date: dt.date | None = None,
+    catalogue: bool = False,
+    day_table: bool = False,
+    day_checks: bool = False,
 ) -> dict[str, gx.ExpectationSuite]:
-    """The suites a pipeline stage runs, keyed by the table each one validates (thresholds: ``[validation]``)."""
+    """The suites a pipeline stage runs, keyed by the table each one validates (thresholds: ``[validation]``).
+
+    Raw only: ``run_date`` bounds the timestamps, ``catalogue`` adds the unknown-item share (the frame
+    carries ``unknown_item``), ``day_table`` adds the ``bronze_days`` table's suite (per-day shares),
+    with data per day, volume and drift when ``day_checks``.
+    """
     v = thresholds
     if stage == "raw":
-        return {
+        suites = {
             "bronze_events": raw_events_suite(
                 v.raw_unknown_event_type_max_fraction,
                 v.raw_missing_price_max_fraction,
                 prices_expected=prices_expected,
+                ts_bounds=raw_ts_bounds(v, run_date) if run_date is not None else None,
+                unknown_item_max_fraction=v.unknown_item_max_fraction if catalogue else None,
             )
         }
+        if day_table:
+            suites["bronze_days"] = raw_days_suite(v, prices_expected, catalogue, day_checks)
+        return suites
     if stage == "clean":
         return {
             "silver_events": clean_events_suite(

@@ -219,13 +219,14 @@ def test_raw_stage_fails_with_readable_report(spark, tmp_path: Path, cfg: Config
         ("user_id", "expect_column_values_to_not_be_null"),
         ("event_type", "expect_column_values_to_be_in_set"),
         ("price", "expect_column_values_to_be_between"),
+        ("unknown_event_type_share", "expect_column_values_to_be_between"),  # the day's own share (day table)
     }
     assert failed[("user_id", "expect_column_values_to_not_be_null")]["unexpected_count"] == 2
     assert failed[("event_type", "expect_column_values_to_be_in_set")]["unexpected_count"] == 5
     assert failed[("event_type", "expect_column_values_to_be_in_set")]["unexpected_sample"][0] == "hover"
     assert failed[("price", "expect_column_values_to_be_between")]["unexpected_sample"] == [-4.5]
     message = str(failure)
-    assert "stage 'raw'" in message and "3 of" in message
+    assert "stage 'raw'" in message and "4 of" in message
     for needle in ("column user_id", "column event_type", "column price", "'hover'", "-4.5", "index.html"):
         assert needle in message, f"{needle!r} missing from:\n{message}"
     assert Path(failure.summary["data_docs"]).is_file()
@@ -301,10 +302,13 @@ def test_feed_without_prices_passes_but_partial_prices_are_still_required(spark,
     no_prices = [{**row, "price": None} for row in _events(60)]
     _write(spark, no_prices, BRONZE_SCHEMA, lake.bronze_events(RUN_DATE))
     summary = validate_stage("raw", lake.root, RUN_DATE, spark, cfg=cfg, report_dir=tmp_path / "r1", window_days=1)
-    assert summary["success"] and "no prices" in summary["notes"][0]
+    assert summary["success"] and any("no prices" in note for note in summary["notes"])
 
     mostly_missing = [{**row, "price": None if i % 2 else row["price"]} for i, row in enumerate(_events(60))]
     _write(spark, mostly_missing, BRONZE_SCHEMA, lake.bronze_events(RUN_DATE))
     with pytest.raises(ValidationFailed) as caught:
         validate_stage("raw", lake.root, RUN_DATE, spark, cfg=cfg, report_dir=tmp_path / "r2", window_days=1)
-    assert set(_failed(caught.value.summary)) == {("price", "expect_column_values_to_not_be_null")}
+    assert set(_failed(caught.value.summary)) == {
+        ("price", "expect_column_values_to_not_be_null"),
+        ("missing_price_share", "expect_column_values_to_be_between"),
+    }
