@@ -1,11 +1,15 @@
 """Set a bad landing drop aside so that the next run passes: moved, kept, audited, restorable.
 
-``python -m jobs.quarantine`` (``make quarantine``) takes the landing files that the last failed raw
-gate named (``bad_files`` in ``validation_raw.json``), or the files given with ``--file``, and moves
+``python -m jobs.quarantine`` (``make quarantine``) takes the landing files named by the raw gate's
+failed days (``bad_files`` of each ``<reports>/gates/raw/dt=YYYY-MM-DD.json`` whose status is
+``failed``; ``--day`` picks one), else by the last failed raw gate (``bad_files`` in
+``validation_raw.json``; ``--run-date`` picks that run's), or the files given with ``--file``, and moves
 each to ``<lake>/quarantine/<id>/<its path under the lake>``. Nothing is deleted: ``QUARANTINE.json``
 in that folder records the files (size, sha256), why, who and when, and every action is appended to
 ``<lake>/quarantine/audit.jsonl``. Ingest sees the landing day's files change, so the next run
-re-ingests that day without them. ``--list`` shows what is set aside, ``--restore ID`` puts a drop back.
+re-ingests that day without them, and the raw gate, which keeps a failed day failed until its
+bronze partition changes, judges it again. ``--list`` shows what is set aside, ``--restore ID`` puts
+a drop back.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from core.settings import get_settings
 
 MANIFEST = "QUARANTINE.json"
 AUDIT = "audit.jsonl"
+#: Where the raw gate keeps each day's outcome (``expectations.state``; read here as plain JSON files).
+GATE_STATE = Path("gates") / "raw"
 
 
 class QuarantineError(RuntimeError):
@@ -48,6 +54,21 @@ def last_failed_raw_gate(reports_dir: Path, run_date: dt.date | None = None) -> 
         except (OSError, ValueError):
             continue
     return max(failed, key=lambda p: p.stat().st_mtime) if failed else None
+
+
+def failed_gate_days(reports_dir: Path, day: dt.date | None = None) -> dict[str, dict[str, int]]:
+    """``{day: bad_files}`` of every day whose last raw-gate outcome is a failure (or just ``day``)."""
+    folder = reports_dir / GATE_STATE
+    pattern = f"dt={day.isoformat()}.json" if day is not None else "dt=*.json"
+    out: dict[str, dict[str, int]] = {}
+    for path in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("status") == "failed":
+            out[str(record.get("day", path.stem[3:]))] = dict(record.get("bad_files") or {})
+    return out
 
 
 def _sha256(path: Path) -> str:
@@ -170,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="take the files named by this day's failed raw gate (default: the latest failed one)",
     )
+    parser.add_argument(
+        "--day",
+        type=dt.date.fromisoformat,
+        default=None,
+        help="take the files named by this landing day's failed raw gate (default: every failed day)",
+    )
     parser.add_argument("--file", action="append", default=[], help="a landing file to set aside (repeatable)")
     parser.add_argument("--reason", default="", help="why (kept in the audit log)")
     parser.add_argument("--list", action="store_true", help="list quarantined drops")
@@ -187,6 +214,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"restored {drop_summary(manifest)}; the next run ingests them again")
             return 0
         files, source = list(args.file), None
+        failed = failed_gate_days(Path(settings.reports), args.day) if not files and args.run_date is None else {}
+        if failed and any(failed.values()):
+            files = sorted({f for bad in failed.values() for f in bad})
+            source = f"raw gate state of {', '.join(d for d, bad in failed.items() if bad)}"
+            files = [f for f in files if (Path(settings.lake) / f).exists()]
+            if not files:
+                raise QuarantineError(
+                    f"the files the {source} names are no longer in the landing zone (already set aside?); "
+                    "the next run re-ingests those days and judges them again"
+                )
+        elif args.day is not None and not files:
+            raise QuarantineError(f"{args.day} has no failed raw gate naming landing files; name them with --file")
         if not files:
             report = last_failed_raw_gate(Path(settings.reports), args.run_date)
             if report is None:
