@@ -107,6 +107,8 @@ UNIT_METRIC_COLUMNS: tuple[str, ...] = (
     PRE_PURCHASER,
     PRE_REVENUE,
 )
+#: The report's metrics, in order (their formulas: ``evaluation.online.DEFAULT_METRICS``).
+REPORT_METRICS: tuple[str, ...] = ("ctr", "ctr_per_user", "add_to_cart_rate", "conversion", "revenue_per_user")
 #: Interleaving: per unit, the mean per-request preference for the treatment's team (+1 win, 0 tie, -1 loss).
 PREFERENCE = "preference"
 AGGREGATES_FILE = "_AGGREGATES.json"

@@ -109,14 +109,16 @@ _FIELDS = {  # output column -> exposure-item column
 
 
 def with_request_columns(events: DataFrame) -> DataFrame:
-    """Silver events with ``request_id`` (string) and ``position`` (int), null where the feed has none."""
+    """Silver events with ``request_id`` (string) and ``position`` (int), null where the feed has none (``ts`` as a
+    UTC timestamp, whichever Parquet timestamp flavour the partition holds)."""
     extra = {
         REQUEST_ID_COL: F.col(REQUEST_ID_COL).cast("string")
         if REQUEST_ID_COL in events.columns
         else F.lit(None).cast("string"),
         POSITION_COL: F.col(POSITION_COL).cast("int") if POSITION_COL in events.columns else F.lit(None).cast("int"),
     }
-    return events.select(*EVENT_COLUMNS, *[col.alias(name) for name, col in extra.items()])
+    contract = [F.col(TS_COL).cast("timestamp").alias(TS_COL) if c == TS_COL else F.col(c) for c in EVENT_COLUMNS]
+    return events.select(*contract, *[col.alias(name) for name, col in extra.items()])
 
 
 def _prefixed(items: DataFrame, prefix: str) -> DataFrame:

@@ -147,6 +147,12 @@ def _ci(interval: Any, fmt: Callable[[Any], str] = _num) -> str:
     return f"[{fmt(interval[0])}, {fmt(interval[1])}]"
 
 
+def _lift(comparison: Mapping[str, Any]) -> str:
+    if comparison.get("lift") is None:
+        return "–"
+    return f"{_pct(comparison['lift'])} {_ci(comparison.get('lift_ci'), _pct)}"
+
+
 def _p(value: Any) -> str:
     if value is None:
         return "–"
@@ -195,7 +201,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 c = a["comparisons"][t].get(metric, {})
                 lines.append(
                     f"| {metric} | {' | '.join(cells)} |{f' {t} |' if several else ''} "
-                    f"{_pct(c.get('lift'))} {_ci(c.get('lift_ci'), _pct)} | {_p(c.get('p_value'))} | "
+                    f"{_lift(c)} | {_p(c.get('p_value'))} | "
                     f"{_pct(c.get('variance_reduction'))} | {_pct(c.get('mde_relative'))} |"
                 )
     srm = a.get("srm") or {}

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from core.online import CLICKS, EXPOSURES, PRE_CLICKS, PREFERENCE
+from core.online import CLICKS, EXPOSURES, PRE_CLICKS, PREFERENCE, REPORT_METRICS
 from evaluation.online import (
     CONTROL_WINS,
     INCONCLUSIVE,
+    METRIC_NAMES,
     SRM_MISMATCH,
     SRM_UNCHECKED,
     TREATMENT_WINS,
@@ -161,6 +162,10 @@ def test_interleaving_preference_sign_test_and_first_pick_balance() -> None:
     assert verdict["status"] in (TREATMENT_WINS, INCONCLUSIVE)
     biased = interleaving_analysis(70, 30, 100, scores, first_pick={"control": 700, "treatment": 300})
     assert decide(biased, PREFERENCE)["status"] == SRM_MISMATCH
+
+
+def test_the_metrics_are_the_ones_core_names() -> None:
+    assert METRIC_NAMES == REPORT_METRICS
 
 
 def test_required_sample_size() -> None:
