@@ -164,9 +164,9 @@ class RankingWorld:
     treatment_noise: float = 0.85
     #: P(click | examined) = activity_u · sigmoid(relevance_scale · utility + relevance_bias).
     relevance_scale: float = 1.5
-    relevance_bias: float = -2.5
-    #: Per-user activity ~ Gamma(activity_shape, 1/activity_shape) (mean 1): heavy and light clickers.
-    activity_shape: float = 1.0
+    relevance_bias: float = -6.0
+    #: Per-user activity ~ Gamma(activity_shape, 1/activity_shape) (mean 1, CV 1/sqrt(shape)): heavy and light clickers.
+    activity_shape: float = 0.5
     examination_decay: float = 1.0
     #: Requests per user: 1 + Poisson(requests).
     requests: float = 2.0
