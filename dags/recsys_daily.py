@@ -1,11 +1,17 @@
 """
 ### recsys_daily — Mercato's daily retraining loop
 
-land → ingest (Spark) → validate_raw (GX) → clean (Spark) → validate_clean (GX) → features (Spark)
-→ split (Spark) → validate_features (GX) → train_&lt;model&gt; ×N (PyTorch, one MLflow run each) → promote.
+land → erase (Spark: pending right-to-erasure requests) → ingest (Spark) → validate_raw (GX) → clean (Spark)
+→ validate_clean (GX) → features (Spark) → split (Spark) → validate_features (GX)
+→ train_&lt;model&gt; ×N (PyTorch, one MLflow run each) → promote.
 
 A failed validation stops the run at that task with a readable report (Data Docs link in the log);
-nothing downstream runs and the serving champion stays as it was.
+nothing downstream runs and the serving champion stays as it was. A raw day that failed stays failed
+on later runs until it is fixed (`python -m jobs.quarantine`) or accepted (`python -m expectations.state`).
+
+Every task has an `execution_timeout` and the run a `dagrun_timeout` (`config/recsys.toml` `[dag]`);
+a failed or timed-out task or run POSTs an alert to `[alerting] webhook_url` (or
+`RECSYS_ALERT_WEBHOOK_URL`) with the task, run date, exception and log location.
 
 **Params** (Trigger DAG w/ config): `dataset` (a path; empty = only what is already in the landing
 zone), `format` (`landing` | `simulated` | `events` | `s3rec` | `diginetica`), `run_date` (the last
@@ -22,12 +28,20 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from core.config import PROFILES, Config, load_config
 from core.contract import FORMATS, PROTOCOLS
+from dags.alerts import alert_on_failure
 
 _CFG = load_config()
 ZOO: list[str] = list(_CFG.train.zoo)
 DEFAULT_MODELS: list[str] = list(_CFG.train.models)
 
 DATA_RETRIES = {"retries": 2, "retry_delay": dt.timedelta(seconds=30)}
+#: Formats whose landing days are a daily feed: the raw gate also judges data per day, volume and drift.
+DAILY_FEED_FORMATS = ("landing", "simulated")
+
+
+def _timeout(task_id: str) -> dt.timedelta:
+    """A task's ``execution_timeout`` from ``[dag]``."""
+    return dt.timedelta(minutes=_CFG.dag.task_timeout(task_id))
 
 
 def _run_date(params: dict[str, Any]) -> dt.date:
@@ -58,7 +72,14 @@ def _runtime() -> tuple[dict[str, Any], dt.date, str, Config]:
     max_active_runs=1,
     tags=["mercato", "recsys"],
     doc_md=__doc__,
-    default_args={"owner": "mercato", "retries": 0},
+    default_args={
+        "owner": "mercato",
+        "retries": 0,
+        "on_failure_callback": alert_on_failure,
+        "execution_timeout": dt.timedelta(minutes=_CFG.dag.default_task_timeout_minutes),
+    },
+    on_failure_callback=alert_on_failure,
+    dagrun_timeout=dt.timedelta(minutes=_CFG.dag.run_timeout_minutes),
     params={
         "dataset": Param("", type="string", description="Path of the data to load; empty: landing zone only."),
         "format": Param(
@@ -79,7 +100,7 @@ def _runtime() -> tuple[dict[str, Any], dt.date, str, Config]:
     },
 )
 def recsys_daily() -> None:
-    @task(**DATA_RETRIES)
+    @task(execution_timeout=_timeout("land"), **DATA_RETRIES)
     def land() -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -114,8 +135,10 @@ def recsys_daily() -> None:
         write_report(lake, run_date, "land", report)
         return report
 
-    def spark_job(module: str):
-        @task(task_id=module.rsplit(".", 1)[-1], **DATA_RETRIES)
+    def spark_job(module: str, task_id: str | None = None):
+        task_id = task_id or module.rsplit(".", 1)[-1]
+
+        @task(task_id=task_id, execution_timeout=_timeout(task_id), **DATA_RETRIES)
         def run_job() -> dict[str, Any]:
             import importlib
 
@@ -128,20 +151,17 @@ def recsys_daily() -> None:
         return run_job
 
     def validation(stage: str):
-        @task(task_id=f"validate_{stage}")
+        @task(task_id=f"validate_{stage}", execution_timeout=_timeout(f"validate_{stage}"))
         def validate() -> dict[str, Any]:
             from core.reports import write_report
             from expectations.runner import validate_stage
             from jobs.spark import get_spark
 
             params, run_date, lake, cfg = _runtime()
-            only_days = None
-            if stage == "raw":
-                ingest = get_current_context()["ti"].xcom_pull(task_ids="ingest") or {}
-                rewritten = [day for day, rep in ingest.get("days", {}).items() if rep.get("status") == "ingested"]
-                only_days = [dt.date.fromisoformat(day) for day in rewritten] or None
+            # raw judges every day whose last outcome is not a pass (new, re-ingested or failed days) itself
+            day_checks = params["format"] in DAILY_FEED_FORMATS
             summary = validate_stage(
-                stage, lake, run_date, get_spark(), cfg=cfg, window_days=params["window_days"], only_days=only_days
+                stage, lake, run_date, get_spark(), cfg=cfg, window_days=params["window_days"], day_checks=day_checks
             )
             write_report(lake, run_date, f"validate_{stage}", summary)
             return summary
@@ -149,7 +169,12 @@ def recsys_daily() -> None:
         return validate
 
     def trainer(model_name: str):
-        @task(task_id=f"train_{model_name}", retries=1, retry_delay=dt.timedelta(seconds=10))
+        @task(
+            task_id=f"train_{model_name}",
+            retries=1,
+            retry_delay=dt.timedelta(seconds=10),
+            execution_timeout=_timeout(f"train_{model_name}"),
+        )
         def train() -> dict[str, Any]:
             from airflow.sdk.exceptions import AirflowSkipException
 
@@ -166,7 +191,7 @@ def recsys_daily() -> None:
 
         return train
 
-    @task(trigger_rule="none_failed_min_one_success")
+    @task(trigger_rule="none_failed_min_one_success", execution_timeout=_timeout("promote"))
     def promote() -> dict[str, Any]:
         from core.lake import Lake
         from core.registry import publish_champion
@@ -189,6 +214,7 @@ def recsys_daily() -> None:
         return decision
 
     landed = land()
+    erased = spark_job("jobs.erasure", task_id="erase")()
     ingested = spark_job("jobs.ingest")()
     raw_ok = validation("raw")()
     cleaned = spark_job("jobs.clean")()
@@ -196,7 +222,7 @@ def recsys_daily() -> None:
     featured = spark_job("jobs.features")()
     split = spark_job("jobs.split")()
     features_ok = validation("features")()
-    landed >> ingested >> raw_ok >> cleaned >> clean_ok >> featured >> split >> features_ok
+    landed >> erased >> ingested >> raw_ok >> cleaned >> clean_ok >> featured >> split >> features_ok
 
     promoted = promote()
     for name in ZOO:

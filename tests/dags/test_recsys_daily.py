@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from pathlib import Path
 
@@ -40,7 +41,17 @@ def test_schedule_and_params(dagbag) -> None:
 
 def test_task_chain(dagbag) -> None:
     dag = dagbag.dags["recsys_daily"]
-    chain = ["land", "ingest", "validate_raw", "clean", "validate_clean", "features", "split", "validate_features"]
+    chain = [
+        "land",
+        "erase",
+        "ingest",
+        "validate_raw",
+        "clean",
+        "validate_clean",
+        "features",
+        "split",
+        "validate_features",
+    ]
     for upstream, downstream in itertools.pairwise(chain):
         assert downstream in dag.get_task(upstream).downstream_task_ids, (upstream, downstream)
     zoo = load_config().train.zoo
@@ -53,7 +64,23 @@ def test_task_chain(dagbag) -> None:
 
 def test_retries_only_where_they_help(dagbag) -> None:
     dag = dagbag.dags["recsys_daily"]
-    for task_id in ("land", "ingest", "clean", "features", "split"):
+    for task_id in ("land", "erase", "ingest", "clean", "features", "split"):
         assert dag.get_task(task_id).retries >= 1, task_id
     for task_id in ("validate_raw", "validate_clean", "validate_features", "promote"):
         assert dag.get_task(task_id).retries == 0, task_id
+
+
+def test_every_task_and_the_run_alert_on_failure_and_have_timeouts(dagbag) -> None:
+    """on_failure_callback on each task and on the run; execution_timeout per task and dagrun_timeout from [dag]."""
+    from dags.alerts import alert_on_failure
+
+    dag = dagbag.dags["recsys_daily"]
+    cfg = load_config().dag
+    assert dag.on_failure_callback == alert_on_failure or alert_on_failure in dag.on_failure_callback
+    assert dag.dagrun_timeout == dt.timedelta(minutes=cfg.run_timeout_minutes)
+    for task in dag.tasks:
+        assert alert_on_failure in task.on_failure_callback, task.task_id
+        assert task.execution_timeout == dt.timedelta(minutes=cfg.task_timeout(task.task_id)), task.task_id
+    assert dag.get_task("train_sasrec").execution_timeout == dt.timedelta(minutes=cfg.task_timeout_minutes["train"])
+    assert dag.get_task("erase").execution_timeout == dt.timedelta(minutes=cfg.task_timeout_minutes["erase"])
+    assert dag.get_task("ingest").execution_timeout == dt.timedelta(minutes=cfg.default_task_timeout_minutes)
