@@ -65,3 +65,15 @@ ui-airflow: venv
 
 clean:
 	rm -rf .recsys
+
+# Secrets for docker compose (infra/secrets.sh) and the right to erasure (jobs/erasure.py).
+SECRETS_FILE ?= .env
+ERASE_USER ?=
+ERASE_ARGS ?=
+.PHONY: secrets erase
+
+secrets:
+	sh infra/secrets.sh $(SECRETS_FILE)
+
+erase: venv
+	$(PY) -m jobs.erasure $(if $(ERASE_USER),--request "$(ERASE_USER)") $(ERASE_ARGS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -186,3 +187,117 @@ def test_mlflow_server_command_serves_the_tracking_api(tmp_path: Path) -> None:
         assert any(e["name"] == "Default" for e in resp.json()["experiments"])
     finally:
         stop_process(proc, timeout=20)
+
+
+# ----------------------------------------------------------------------------------------- no default secrets
+
+SECRETS_SCRIPT = PROJECT_ROOT / "infra" / "secrets.sh"
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|_KEY|TOKEN|FERNET|SALT|REDISCLI_AUTH", re.IGNORECASE)
+REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?+][^}]*)?\}")
+URL_PASSWORD = re.compile(r"://[^:/@\s]*:([^@\s]*)@")
+OLD_DEFAULTS = (
+    "mercato-secret",
+    "change-me",
+    "airflow:airflow@",
+    "mlflow:mlflow@",
+    "PASSWORD 'airflow'",
+    "PASSWORD 'mlflow'",
+)
+INFRA_FILES = [PROJECT_ROOT / "docker-compose.yml", *sorted((PROJECT_ROOT / "infra").iterdir())]
+
+
+def _references(text: str) -> list[re.Match[str]]:
+    return list(REFERENCE.finditer(text.replace("$$", "")))
+
+
+def _environments() -> list[tuple[str, str, str]]:
+    """(service, variable, value) of every environment entry of the compose file, x-mercato included."""
+    out = []
+    for name, svc in {"x-mercato": COMPOSE["x-mercato"], **COMPOSE["services"]}.items():
+        env = svc.get("environment") or {}
+        items = env.items() if isinstance(env, dict) else (e.split("=", 1) for e in env)
+        out.extend((name, key, str(value)) for key, value in items if key != "<<")
+    return out
+
+
+def _generate(target: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(SECRETS_SCRIPT), str(target)], capture_output=True, text=True, env={**os.environ, **env}
+    )
+
+
+def _parse_env(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_compose_and_infra_ship_no_literal_secret() -> None:
+    for service, key, value in _environments():
+        if SECRET_NAME.search(key):
+            refs = _references(value)
+            assert refs and REFERENCE.sub("", value) == "", f"{service}.{key} holds a literal, not ${{VAR:?}}"
+        for password in URL_PASSWORD.findall(value):
+            assert REFERENCE.fullmatch(password), f"{service}.{key}: a password in a URL must be ${{VAR:?}}"
+    for name, svc in COMPOSE["services"].items():
+        command = " ".join(_command(svc)) if "command" in svc else ""
+        for password in URL_PASSWORD.findall(command):
+            assert REFERENCE.fullmatch(password), f"{name}: a password in its command must be ${{VAR:?}}"
+    for path in INFRA_FILES:
+        text = path.read_text()
+        found = [d for d in OLD_DEFAULTS if d in text]
+        assert not found, f"{path.name} ships default secret(s) {found}"
+    env_file = PROJECT_ROOT / "infra" / "mercato.env"
+    names = [line.split("=", 1)[0] for line in env_file.read_text().splitlines() if "=" in line and line[0] != "#"]
+    assert not [n for n in names if SECRET_NAME.search(n)], "infra/mercato.env (tracked) must hold no secret"
+    assert not URL_PASSWORD.findall(env_file.read_text())
+
+
+def test_every_compose_variable_is_generated_by_make_secrets(tmp_path: Path) -> None:
+    compose_text = (PROJECT_ROOT / "docker-compose.yml").read_text()
+    used = {m.group(1): m.group(2) or "" for m in _references(compose_text)}
+    target = tmp_path / "secrets.env"
+    run = subprocess.run(
+        ["make", "--no-print-directory", "secrets", f"SECRETS_FILE={target}"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    generated = _parse_env(target)
+    assert set(used) <= set(generated), f"compose uses {sorted(set(used) - set(generated))} that make secrets omits"
+    secret_vars = {name for name in generated if generated[name]}
+    for name in secret_vars & set(used):
+        assert used[name].startswith(":?"), f"${{{name}}} must be required (${{{name}:?...}}), never defaulted"
+    values = [generated[name] for name in sorted(secret_vars)]
+    assert len(set(values)) == len(values), "repeated secrets"
+    keys = [v for n, v in generated.items() if re.search("PASSWORD|SECRET|SALT|FERNET", n)]
+    assert len(keys) >= 9 and min(len(v) for v in keys) >= 40, "weak secrets (want ~256 random bits each)"
+    assert all(re.fullmatch(r"[A-Za-z0-9_=-]+", v) for v in values), "secrets must be URL- and shell-safe"
+    assert target.stat().st_mode & 0o777 == 0o600
+
+    again = _generate(target)
+    assert again.returncode != 0 and "exists" in again.stderr and _parse_env(target) == generated  # never clobbered
+    assert _generate(target, FORCE="1").returncode == 0
+    rotated = _parse_env(target)
+    assert all(rotated[n] != generated[n] for n in secret_vars), "a second run must draw new random values"
+
+    resolved = REFERENCE.sub(lambda m: generated[m.group(1)], compose_text.replace("$$", "\0"))
+    assert "${" not in resolved
+    services = yaml.safe_load(resolved.replace("\0", "$$"))["services"]
+    assert (
+        generated["AIRFLOW_DB_PASSWORD"]
+        in services["airflow-scheduler"]["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    )
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=PROJECT_ROOT)
+    assert ignored.returncode == 0, ".env (the secrets file) must be git-ignored"
+
+
+def test_the_image_runs_as_a_non_root_user() -> None:
+    dockerfile = (PROJECT_ROOT / "infra" / "Dockerfile").read_text().splitlines()
+    users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
+    assert users, "infra/Dockerfile sets no USER: every container would run as root"
+    name = users[-1].split(":")[0]
+    assert name not in ("root", "0"), f"the image's last USER is {users[-1]}"
+    assert any(re.search(rf"useradd .*--uid (\d+) .*{name}", " ".join(dockerfile)) for _ in [0])
+    for service, svc in OUR_IMAGE_SERVICES.items():
+        assert str(svc.get("user", name)).split(":")[0] not in ("root", "0"), f"{service} overrides the user to root"
