@@ -177,13 +177,10 @@ def recsys_experiments() -> None:
 
     @task(execution_timeout=_timeout("log_mlflow"))
     def log_mlflow() -> str:
-        import json
-        from pathlib import Path
-
-        from training.experiment_report import log_report
+        from training.experiment_report import log_written_report
 
         reported = get_current_context()["ti"].xcom_pull(task_ids="report")
-        return log_report(json.loads(Path(reported["files"]["json"]).read_text()))
+        return log_written_report(reported["files"]["json"])
 
     @task(execution_timeout=_timeout("conclude"))
     def conclude() -> dict[str, Any]:

@@ -330,6 +330,16 @@ def log_report(report: Mapping[str, Any], settings: Settings | None = None) -> s
         return str(run.info.run_id)
 
 
+def log_written_report(path: str | os.PathLike[str], settings: Settings | None = None) -> str:
+    """Log the report written at ``path`` (``experiment_<name>.json``) to MLflow and write it again with its
+    ``mlflow_run_id``; returns the run id (the DAG's ``log_mlflow`` task)."""
+    settings = settings or get_settings()
+    report = json.loads(Path(path).read_text())
+    report["mlflow_run_id"] = log_report(report, settings)
+    write_report_files(report, Path(path).parent.parent)
+    return str(report["mlflow_run_id"])
+
+
 def report_experiment(
     name: str,
     run_date: dt.date,

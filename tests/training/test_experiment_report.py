@@ -169,3 +169,7 @@ def test_report_experiment_reads_the_lake_writes_files_and_logs_to_mlflow(recsys
     artifacts = {a.path for a in MlflowClient(settings.tracking_uri).list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/lift.png"}
     assert json.loads(Path(report["files"]["json"]).read_text())["mlflow_run_id"] == report["mlflow_run_id"]
+
+    again = experiment_report.log_written_report(report["files"]["json"])
+    assert again != report["mlflow_run_id"]
+    assert json.loads(Path(report["files"]["json"]).read_text())["mlflow_run_id"] == again
