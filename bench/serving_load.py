@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from serving.auth import SCOPES, new_key
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {
     "p99_1conn_ms": 10.0,
@@ -205,13 +207,24 @@ def loadgen_main(spec_file: str) -> None:
     print(json.dumps(result))
 
 
+#: The servers accept this key only (every scope; generated per run): every request presents it, as a shop would.
+BENCH_KEY, BENCH_KEY_RECORD = new_key("bench", SCOPES)
+AUTH_LINE = f"Authorization: Bearer {BENCH_KEY}\r\n"
+
+
+def server_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the benchmark's key as the API's only key."""
+    return dict(env, RECSYS_API_KEYS=json.dumps({"keys": [BENCH_KEY_RECORD.to_json()]}))
+
+
 def http_get(path: str, host: str) -> str:
-    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n\r\n"
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{AUTH_LINE}Connection: keep-alive\r\n\r\n"
 
 
 def http_post_json(path: str, host: str, body: bytes) -> str:
     return (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{AUTH_LINE}Connection: keep-alive\r\n"
+        "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n" + body.decode("latin-1")
     )
 
@@ -275,7 +288,10 @@ def config_without_exposures(work: Path) -> Path:
 
 def scrape(port: int) -> dict[str, float]:
     """The server's ``/metrics`` samples that have no labels, plus ``served``: recommendation requests answered."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {BENCH_KEY}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
         text = resp.read().decode()
     found: dict[str, float] = {"served": 0.0}
     for line in text.splitlines():
@@ -521,7 +537,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         registry.set_champion(args.model, 1)
 
         api_port, naive_port = free_port(), free_port()
-        env = dict(os.environ, RECSYS_HOME=str(work / "home"), RECSYS_REGISTRY_URI=str(work / "registry"))
+        env = server_env(dict(os.environ, RECSYS_HOME=str(work / "home"), RECSYS_REGISTRY_URI=str(work / "registry")))
         env.update(RECSYS_PORT=str(api_port), RECSYS_HOST="127.0.0.1", PYTHONPATH=str(ROOT))
         if args.server_threads:
             for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

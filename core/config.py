@@ -230,6 +230,17 @@ class ServingConfig:
     exposure_flush_events: int = 5000
     exposure_flush_seconds: float = 5.0
     exposure_max_pending: int = 100_000
+    durable_events: bool = True
+    landing_max_pending: int = 100_000
+    idempotency_ttl_seconds: int = 86_400
+    state_timeout_seconds: float = 0.25
+    state_connect_timeout_seconds: float = 0.25
+    state_retry_seconds: float = 2.0
+    score_max_queue: int = 1024
+    request_deadline_seconds: float = 1.0
+    retry_after_seconds: int = 1
+    registry_timeout_seconds: float = 5.0
+    registry_retry_max_seconds: float = 300.0
 
     def check(self) -> None:
         _positive(

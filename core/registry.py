@@ -13,17 +13,38 @@ URI. Order of writes is the consistency protocol: artifact files, then ``manifes
 ``fetch`` verifies every byte against the manifest before anything is loaded. ``experiment.json``
 names published versions only (each arm carries its manifest checksum, like the champion pointer) and
 its own checksum (``core.experiments.document_checksum``): a document edited by hand is refused.
+
+Hardening:
+
+* Names: model names, versions and every file name a manifest lists are checked (letters, digits,
+  ``._-``; no ``..``, absolute, hidden or backslashed path) before anything is written: a manifest
+  entry ``../../x`` is refused with nothing written outside the fetch's destination.
+* Signatures (optional): with ``RECSYS_REGISTRY_SIGNING_KEY`` set (a secret kept outside the bucket),
+  ``publish`` and ``set_champion`` add ``signature`` = HMAC-SHA256 of the document's canonical JSON,
+  and every read of a manifest or of the pointer requires a valid one (an unsigned or forged one is
+  refused).
+* ``champion.json`` is compare-and-swap: each write names the version of the pointer it replaces
+  (S3: ``If-Match`` / ``If-None-Match`` on the PUT; a directory: an ``flock`` on the registry folder
+  and a content hash), so a writer that read a stale pointer loses (:class:`StaleChampion`). It keeps
+  ``generation`` (+1 per write) and ``previous`` (the pointer it replaced, for rollback). A champion
+  is never replaced by a version trained on older data (manifest ``data_window.end``) unless forced.
+* Failures say which kind they are: :class:`RegistryError` is bad content (refuse it for good),
+  :class:`RegistryUnreachable` is a registry that cannot be reached right now (timeouts from
+  ``[serving] registry_timeout_seconds``; retry with backoff).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
+import hmac
 import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -46,6 +67,22 @@ class RegistryError(RuntimeError):
     """The registry is missing something, or what it holds does not match its manifest."""
 
 
+class RegistryUnreachable(ConnectionError):
+    """The registry cannot be reached right now (network, timeout, 5xx, credentials): retry later."""
+
+
+class StaleChampion(RegistryError):
+    """A ``champion.json`` write refused: another writer moved it first, or it would go back to older data."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write found something else than it expected."""
+
+
+#: Default of ``set_champion(expected=...)``: compare against the pointer read at the start of the call.
+READ_NOW = object()
+
+
 class Backend(Protocol):
     """Key/value storage under one root; keys are ``/``-separated relative paths."""
 
@@ -66,6 +103,14 @@ class Backend(Protocol):
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; False when it was not there."""
+        ...
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """Bytes under ``key`` and a token that changes with every write of it; ``FileNotFoundError`` when absent."""
+        ...
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> None:
+        """Write ``key`` only if its token is still ``token`` (``None``: only if absent); else ``PreconditionFailed``."""
         ...
 
 
@@ -93,9 +138,40 @@ class LocalBackend:
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
-        if not path.is_file():
-            raise FileNotFoundError(self.url(key))
-        return path.read_bytes()
+        try:
+            if not path.is_file():
+                raise FileNotFoundError(self.url(key))
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # a mount that went away, an I/O error: not the artifact's fault
+            raise RegistryUnreachable(f"{self.url(key)}: {exc}") from exc
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.get(key)
+        return data, sha256_bytes(data)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive ``flock`` on the registry folder (writers of ``put_if`` on this filesystem serialise)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> None:
+        with self._locked():
+            try:
+                current: str | None = self.get_versioned(key)[1]
+            except FileNotFoundError:
+                current = None
+            if current != token:
+                raise PreconditionFailed(f"{self.url(key)} changed (expected {token}, found {current})")
+            self.put(key, data)
 
     def list_keys(self, prefix: str) -> list[str]:
         base = self._path(prefix) if prefix else self.root
@@ -122,8 +198,9 @@ class LocalBackend:
 class S3Backend:
     """An ``s3://bucket/prefix``; each object is one PUT, which S3 makes visible atomically."""
 
-    def __init__(self, uri: str, endpoint_url: str | None, region: str) -> None:
+    def __init__(self, uri: str, endpoint_url: str | None, region: str, timeout_seconds: float | None = None) -> None:
         import boto3
+        from botocore.config import Config as BotoConfig
 
         bucket, _, prefix = uri[len("s3://") :].partition("/")
         if not bucket:
@@ -132,8 +209,35 @@ class S3Backend:
         self.prefix = prefix.strip("/")
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.write_log: list[str] = []
+        config = None
+        if timeout_seconds is not None:
+            config = BotoConfig(
+                connect_timeout=timeout_seconds,
+                read_timeout=timeout_seconds,
+                retries={"max_attempts": 2, "mode": "standard"},
+            )
         # A fresh session reads the AWS_* credentials now (boto3's default session caches them forever).
-        self.client = boto3.session.Session(region_name=region).client("s3", endpoint_url=endpoint_url or None)
+        self.client = boto3.session.Session(region_name=region).client(
+            "s3", endpoint_url=endpoint_url or None, config=config
+        )
+
+    @contextlib.contextmanager
+    def _reading(self, key: str) -> Iterator[None]:
+        """Translate read failures: absent → ``FileNotFoundError``; transport, 5xx, auth → ``RegistryUnreachable``."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(self.url(key)) from None
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if status >= 500 or status in (401, 403) or code in ("SlowDown", "RequestTimeout"):
+                raise RegistryUnreachable(f"{self.url(key)}: {code} ({status})") from exc
+            raise
+        except BotoCoreError as exc:
+            raise RegistryUnreachable(f"{self.url(key)}: {exc}") from exc
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -143,21 +247,32 @@ class S3Backend:
         self.write_log.append(key)
 
     def get(self, key: str) -> bytes:
+        return self.get_versioned(key)[0]
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        with self._reading(key):
+            found = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return found["Body"].read(), str(found["ETag"])
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> None:
         from botocore.exceptions import ClientError
 
+        condition = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                raise FileNotFoundError(self.url(key)) from None
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise PreconditionFailed(f"{self.url(key)} changed (expected {token})") from None
             raise
+        self.write_log.append(key)
 
     def list_keys(self, prefix: str) -> list[str]:
         full = self._key(prefix.rstrip("/") + "/") if prefix else (self.prefix + "/" if self.prefix else "")
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        with self._reading(prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         return sorted(keys)
 
     def url(self, key: str) -> str:
@@ -193,9 +308,41 @@ def overall_checksum(files: Mapping[str, str]) -> str:
 
 def _check_name(field: str, value: str) -> str:
     value = str(value)
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.match(value) or value in (".", ".."):
         raise ValueError(f"{field}={value!r} is not a valid registry name: use letters, digits, '.', '_' or '-'")
     return value
+
+
+def check_file_name(name: str) -> str:
+    """A file name a manifest may list: relative, ``/``-separated parts of letters, digits and ``._-``, none
+    empty, hidden (``.x``, so no ``..``) or the manifest itself; anything else could escape the folder."""
+    parts = str(name).split("/")
+    bad = (
+        not name
+        or name == MANIFEST
+        or any(not part or part.startswith(".") or not _NAME_RE.match(part) for part in parts)
+    )
+    if bad:
+        raise RegistryError(f"file name {name!r} in a manifest is not a safe relative path; refused")
+    return str(name)
+
+
+def sign(document: Mapping[str, Any], key: str) -> str:
+    """``hmac-sha256:<hex>`` of the document's canonical JSON without its ``signature``."""
+    body = {k: v for k, v in document.items() if k != "signature"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return "hmac-sha256:" + hmac.new(key.encode(), canonical, hashlib.sha256).hexdigest()
+
+
+def _window_end(manifest: Mapping[str, Any] | None) -> dt.datetime | None:
+    end = ((manifest or {}).get("data_window") or {}).get("end")
+    if not end:
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(str(end).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
 
 def _version_key(version: str) -> tuple[int, int, str]:
@@ -209,13 +356,21 @@ def _utcnow() -> str:
 class ServingRegistry:
     """Publish, point at and fetch model versions in a directory or an S3 prefix."""
 
-    def __init__(self, uri: str, endpoint_url: str | None = None, region: str | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        signing_key: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> None:
         if not uri:
             raise ValueError("registry uri is empty; set RECSYS_REGISTRY_URI to a path or s3://bucket/prefix")
+        self.signing_key = signing_key or None
         if uri.startswith("s3://"):
             settings = get_settings()
             self.backend: Backend = S3Backend(
-                uri, endpoint_url or settings.s3_endpoint_url, region or settings.s3_region
+                uri, endpoint_url or settings.s3_endpoint_url, region or settings.s3_region, timeout_seconds
             )
         elif "://" in uri and not uri.startswith("file://"):
             raise ValueError(f"registry uri {uri!r}: only a local path, file:// or s3://bucket/prefix is supported")
@@ -223,9 +378,26 @@ class ServingRegistry:
             self.backend = LocalBackend(uri.removeprefix("file://"))
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> ServingRegistry:
+    def from_settings(cls, settings: Settings | None = None, timeout_seconds: float | None = None) -> ServingRegistry:
         settings = settings or get_settings()
-        return cls(settings.registry, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
+        return cls(
+            settings.registry,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            signing_key=settings.registry_signing_key or None,
+            timeout_seconds=timeout_seconds,
+        )
+
+    def _check_signature(self, document: Mapping[str, Any], where: str) -> None:
+        if self.signing_key is None:
+            return
+        got = document.get("signature")
+        if not isinstance(got, str) or not hmac.compare_digest(got, sign(document, self.signing_key)):
+            state = "is not signed" if got is None else "has a signature that does not match"
+            raise RegistryError(
+                f"{where} {state} (RECSYS_REGISTRY_SIGNING_KEY is set, so every manifest and pointer must carry "
+                "a valid signature); refused"
+            )
 
     @property
     def uri(self) -> str:
@@ -258,6 +430,8 @@ class ServingRegistry:
             raise RegistryError(f"{src / MANIFEST} exists; the registry writes the manifest, remove it from model_dir")
         if not names:
             raise RegistryError(f"model_dir {src} holds no files; export the model first")
+        for name in names:
+            check_file_name(name)
         clash = sorted(set(manifest_extra or {}) & set(RESERVED_KEYS))
         if clash:
             raise ValueError(f"manifest_extra may not set {clash}: the registry computes them")
@@ -287,27 +461,97 @@ class ServingRegistry:
         }
         manifest.update(dict(manifest_extra or {}))
         manifest.update({"files": files, "checksum": checksum, "created_at": _utcnow()})
+        if self.signing_key is not None:
+            manifest["signature"] = sign(manifest, self.signing_key)
         self.backend.put(f"{model_name}/{version}/{MANIFEST}", _dumps(manifest))
         return manifest
 
-    def set_champion(self, model_name: str, version: str | int) -> dict[str, Any]:
-        """Point ``champion.json`` at a published, complete version (one atomic write, done last)."""
-        version = str(version)
+    def champion_state(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The pointer (checked) and its version token (``None``, ``None`` when there is no champion):
+        hand the token to :meth:`set_champion` to move it only if nobody else did meanwhile."""
+        try:
+            raw, token = self.backend.get_versioned(CHAMPION)
+        except FileNotFoundError:
+            return None, None
+        return self._checked_pointer(raw), token
+
+    def set_champion(
+        self,
+        model_name: str,
+        version: str | int,
+        expected: Any = READ_NOW,
+        force: bool = False,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        """Point ``champion.json`` at a published, complete version (one atomic, conditional write, done last).
+
+        ``expected``: the token of the pointer this write replaces (from :meth:`champion_state`;
+        ``None`` = there must be no champion yet; default: the pointer read now). Refused with
+        :class:`StaleChampion` when the pointer changed since, or when the current champion was trained on
+        newer data (``data_window.end``) than this version, unless ``force`` (a rollback).
+        """
+        model_name = _check_name("model_name", model_name)
+        version = _check_name("version", str(version))
+        current, token = self.champion_state()
+        if expected is not READ_NOW and expected != token:
+            raise StaleChampion(
+                f"{self.backend.url(CHAMPION)} changed since it was read (now {_ref(current)}); "
+                "decide again on the current champion"
+            )
         manifest = self.complete_manifest(model_name, version, "pointing the champion at it")
-        pointer = {
+        if current is not None and not force and _ref(current) != f"{model_name}/{version}":
+            try:
+                current_manifest: dict[str, Any] | None = self.manifest(current["model_name"], current["version"])
+            except RegistryError:
+                current_manifest = None
+            newer, mine = _window_end(current_manifest), _window_end(manifest)
+            if newer is not None and mine is not None and mine < newer:
+                raise StaleChampion(
+                    f"{model_name}/{version} was trained on data up to {mine.date()}, older than the champion "
+                    f"{_ref(current)}'s ({newer.date()}): a backfill never replaces a newer champion; force it "
+                    "(python -m training.registry rollback) if that is what you want"
+                )
+        pointer: dict[str, Any] = {
             "model_name": model_name,
             "version": version,
             "path": self.version_url(model_name, version),
             "checksum": manifest["checksum"],
             "promoted_at": _utcnow(),
+            "generation": int((current or {}).get("generation") or 0) + 1,
+            "previous": None
+            if current is None
+            else {k: current.get(k) for k in ("model_name", "version", "checksum", "promoted_at")},
         }
-        self.backend.put(CHAMPION, _dumps(pointer))
+        if reason:
+            pointer["reason"] = reason
+        if self.signing_key is not None:
+            pointer["signature"] = sign(pointer, self.signing_key)
+        try:
+            self.backend.put_if(CHAMPION, _dumps(pointer), token)
+        except PreconditionFailed:
+            raise StaleChampion(
+                f"{self.backend.url(CHAMPION)} was moved by another writer while {model_name}/{version} was being "
+                "promoted; this write lost (decide again on the current champion)"
+            ) from None
         return pointer
+
+    def delete_version(self, model_name: str, version: str | int) -> int:
+        """Remove a published version (manifest first, so it stops being published at once); files removed."""
+        model_name, version = _check_name("model_name", model_name), _check_name("version", str(version))
+        keys = self.backend.list_keys(f"{model_name}/{version}")
+        manifest_key = f"{model_name}/{version}/{MANIFEST}"
+        removed = int(self.backend.delete(manifest_key))
+        for key in keys:
+            if key != manifest_key:
+                removed += int(self.backend.delete(key))
+        return removed
 
     def complete_manifest(self, model_name: str, version: str | int, purpose: str = "using it") -> dict[str, Any]:
         """The manifest of a published version whose every listed file is present (else ``RegistryError``)."""
         version = str(version)
         manifest = self.manifest(model_name, version)
+        for name in manifest.get("files") or {}:
+            check_file_name(name)
         present = set(self.backend.list_keys(f"{model_name}/{version}"))
         missing = sorted(name for name in manifest["files"] if f"{model_name}/{version}/{name}" not in present)
         if missing:
@@ -375,22 +619,38 @@ class ServingRegistry:
     # ---- read side -------------------------------------------------------------------------
     def champion(self) -> dict[str, Any] | None:
         """The current pointer, or ``None`` when nothing was ever promoted."""
-        try:
-            raw = self.backend.get(CHAMPION)
-        except FileNotFoundError:
-            return None
-        pointer = _loads(raw, self.backend.url(CHAMPION))
+        return self.champion_state()[0]
+
+    def _checked_pointer(self, raw: bytes) -> dict[str, Any]:
+        where = self.backend.url(CHAMPION)
+        pointer = _loads(raw, where)
         missing = [k for k in ("model_name", "version", "checksum") if k not in pointer]
         if missing:
-            raise RegistryError(f"{self.backend.url(CHAMPION)} lacks {missing}; re-run promotion to rewrite it")
+            raise RegistryError(f"{where} lacks {missing}; re-run promotion to rewrite it")
+        try:
+            _check_name("model_name", pointer["model_name"])
+            _check_name("version", str(pointer["version"]))
+        except ValueError as exc:
+            raise RegistryError(f"{where}: {exc}; refused") from None
+        self._check_signature(pointer, where)
         return pointer
 
     def manifest(self, model_name: str, version: str | int) -> dict[str, Any]:
-        manifest = self._read_manifest_or_none(model_name, str(version))
+        try:
+            model_name, version = _check_name("model_name", model_name), _check_name("version", str(version))
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from None
+        manifest = self._read_manifest_or_none(model_name, version)
         if manifest is None:
             raise RegistryError(
                 f"{self.backend.url(f'{model_name}/{version}/{MANIFEST}')} not found; publish the version first"
             )
+        where = self.backend.url(f"{model_name}/{version}/{MANIFEST}")
+        if (str(manifest.get("model_name")), str(manifest.get("version"))) != (model_name, version):
+            raise RegistryError(
+                f"{where} names {manifest.get('model_name')}/{manifest.get('version')}, not {model_name}/{version}; refused"
+            )
+        self._check_signature(manifest, where)
         return manifest
 
     def versions(self, model_name: str) -> list[str]:
@@ -417,8 +677,10 @@ class ServingRegistry:
         manifest = self.manifest(model_name, version)
         files: dict[str, str] = manifest.get("files") or {}
         where = self.version_url(model_name, version)
-        if not files:
+        if not files or not isinstance(files, dict):
             raise RegistryError(f"{where}/{MANIFEST} lists no files; re-publish the version")
+        for name in files:
+            check_file_name(name)
         if overall_checksum(files) != manifest.get("checksum"):
             raise RegistryError(f"{where}/{MANIFEST}: checksum does not match its files list; the manifest is corrupt")
         if expected_checksum is not None and expected_checksum != manifest["checksum"]:
@@ -468,6 +730,10 @@ def _artifact_schema(model_dir: Path) -> dict[str, Any]:
             if key in meta:
                 schema[key] = meta[key]
     return schema
+
+
+def _ref(pointer: Mapping[str, Any] | None) -> str:
+    return "nothing" if pointer is None else f"{pointer.get('model_name')}/{pointer.get('version')}"
 
 
 def _dumps(obj: Mapping[str, Any]) -> bytes:

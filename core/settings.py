@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     )
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, SeaweedFS).")
     s3_region: str = "us-east-1"
+    registry_signing_key: str = Field(
+        default="",
+        description="Secret (kept outside the bucket) that signs and verifies registry manifests and champion.json "
+        "(HMAC-SHA256); empty = unsigned.",
+    )
     mlflow_tracking_uri: str = Field(default="", description="Default sqlite:///<home>/mlflow/mlflow.db.")
     mlflow_artifact_root: str = Field(default="", description="Default <home>/mlflow/artifacts.")
     mlflow_experiment: str = "mercato"

@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from core.client import HOW_TO_GET_ONE, api_key, auth_headers
 from jobs.simulator import SECONDS_PER_DAY, Shop, SimConfig, build_shop, item_id, user_id
 
 
@@ -190,12 +191,14 @@ class Shoppers:
         self.users = np.asarray([u for u in range(sim.n_users) if u not in bots][: cfg.n_users], dtype=np.int64)
         self.item_index = {item_id(i): i for i in range(sim.n_items)}
 
-    def run(self, base_url: str) -> ShopperReport:
-        """Every shopper's sessions of every simulated day, ``concurrency`` shoppers at a time."""
+    def run(self, base_url: str, api_key: str | None = None) -> ShopperReport:
+        """Every shopper's sessions of every simulated day, ``concurrency`` shoppers at a time; ``api_key``
+        (scopes ``recs:read`` and ``events:write``) is presented on every call."""
         report = ShopperReport()
         lock = threading.Lock()
         started = time.perf_counter()
-        with httpx.Client(base_url=base_url, timeout=self.cfg.timeout_s) as http:
+        headers = auth_headers(api_key)
+        with httpx.Client(base_url=base_url, timeout=self.cfg.timeout_s, headers=headers) as http:
             for day in range(self.cfg.days):
                 date = self.cfg.start_date + dt.timedelta(days=day)
 
@@ -301,6 +304,11 @@ def _args(argv: list[str] | None) -> Iterator[Any]:
     sim_defaults, defaults = SimConfig(), ShopperConfig()
     p = argparse.ArgumentParser(prog="python -m jobs.shoppers", description=__doc__.splitlines()[0])
     p.add_argument("--api", default="http://127.0.0.1:8000", help="base URL of the scoring API")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="key with scopes recs:read,events:write (default: RECSYS_API_KEY, else the local key of make run)",
+    )
     p.add_argument("--shoppers", type=int, default=defaults.n_users, help="how many of the shop's users browse")
     p.add_argument("--days", type=int, default=defaults.days)
     p.add_argument("--end-date", type=dt.date.fromisoformat, default=defaults.end_date)
@@ -317,6 +325,10 @@ def _args(argv: list[str] | None) -> Iterator[Any]:
     shop.add_argument("--shop-seed", type=int, default=sim_defaults.seed)
     args = p.parse_args(argv)
     yield args.api
+    key = args.api_key or api_key()
+    if key is None:
+        p.error(HOW_TO_GET_ONE)
+    yield key
     yield SimConfig(
         n_users=args.users,
         n_items=args.items,
@@ -338,8 +350,8 @@ def _args(argv: list[str] | None) -> Iterator[Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI: browse a running API and print the report (CTR, conversions, revenue per arm) as JSON."""
-    api, sim, cfg = _args(argv)
-    report = Shoppers(sim, cfg).run(api).as_dict()
+    api, key, sim, cfg = _args(argv)
+    report = Shoppers(sim, cfg).run(api, key).as_dict()
     print(json.dumps(report, indent=2))
     return report
 

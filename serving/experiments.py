@@ -7,7 +7,8 @@ smoke-tested; an arm that is the serving champion or an arm of the current exper
 fetched again) and only then swap the whole experiment in. A document that cannot be read, fails its
 checksum or has an arm that will not load is refused: logged, counted, remembered (not retried until
 the document changes), and whatever was serving (the previous experiment, or the champion alone)
-stays. A document that is gone, stopped or concluded ends the experiment: the champion serves
+stays. A registry that cannot be reached while loading an arm is not a refusal: retried next poll.
+A document that is gone, stopped or concluded ends the experiment: the champion serves
 everyone again.
 
 Assignment is ``core.experiments.assign``: a pure function of the salt and the unit, so every worker
@@ -17,7 +18,6 @@ and replica puts a user in the same arm without sharing anything.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +26,7 @@ from typing import Any
 
 from core.experiments import INTERLEAVING, RUNNING, assign
 from core.registry import RegistryError, ServingRegistry
-from serving.store import LoadedModel, load_version
+from serving.store import LoadedModel, load_version, prune_cache, transient
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,10 @@ class ExperimentStore:
             try:
                 live = self._load(doc)
             except Exception as exc:
+                if transient(exc):  # the registry or the disk, not the experiment: try again next poll
+                    self.status.poll_errors += 1
+                    self._note_error(f"could not load experiment {doc['name']!r} ({key[:16]}): {exc}; retrying")
+                    return False
                 self._refuse(key, f"refused experiment {doc['name']!r} ({key[:16]}): {exc}")
                 return False
             self._current = live
@@ -168,6 +172,8 @@ class ExperimentStore:
                 try:
                     loaded = load_version(self.registry, self.cache_dir, arm, self.scorer_options)
                 except Exception as exc:
+                    if transient(exc):
+                        raise
                     raise RuntimeError(f"arm {arm['variant']!r} ({arm['model_name']}/{arm['version']}): {exc}") from exc
                 reuse[key] = loaded
             arms.append(LiveArm(arm["variant"], float(arm["share"]), loaded))
@@ -189,15 +195,7 @@ class ExperimentStore:
     def _prune_cache(self) -> None:
         """Delete cached arm artifacts the running experiment does not use (loaded models live in memory)."""
         current = self._current
-        keep = {arm.loaded.path for arm in current.arms} if current else set()
-        if not self.cache_dir.is_dir():
-            return
-        for model_dir in self.cache_dir.iterdir():
-            if not model_dir.is_dir():
-                continue
-            for version_dir in model_dir.iterdir():
-                if version_dir.is_dir() and version_dir not in keep and not version_dir.name.startswith("."):
-                    shutil.rmtree(version_dir, ignore_errors=True)
+        prune_cache(self.cache_dir, {arm.loaded.path for arm in current.arms} if current else set())
 
     # ---- background polling ---------------------------------------------------------------
     def start(self) -> None:

@@ -24,18 +24,23 @@ from typing import Any
 from core.config import AttributionConfig, ServingConfig
 from core.experiments import INTERLEAVED, interleaving_seed, team_draft
 from core.ids import new_request_id_and_time
+from serving.auth import KeyRing
 from serving.batcher import MicroBatcher
 from serving.events import LandingWriter
 from serving.experiments import ExperimentStore
+from serving.idempotency import Idempotency
 from serving.metrics import ApiMetrics
-from serving.scorer import Ranking, RankOptions, RecRequest, ScoredItem
-from serving.state import EMPTY, StateStore, UserState, collapse_repeats
+from serving.scorer import MODEL_ERROR_REASON, Ranking, RankOptions, RecRequest, ScoredItem
+from serving.state import EMPTY, GuardedState, StateStore, UserState, collapse_repeats
 from serving.store import LoadedModel, ModelStore
+from serving.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
 #: Metric label of requests served outside any experiment.
 NO_LABEL = "none"
+#: Components whose failure the API survives, degraded (``/health``, ``mercato_degraded``).
+DEGRADABLE = ("state", "landing", "exposures", "registry")
 
 
 @dataclass(frozen=True)
@@ -91,21 +96,36 @@ class ServingRuntime:
         experiments: ExperimentStore | None = None,
         exposures: LandingWriter | None = None,
         attribution: AttributionConfig | None = None,
+        keys: KeyRing | None = None,
+        wal: WriteAheadLog | None = None,
+        erasure: Any = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.user_state = user_state
+        self.user_state: GuardedState = (
+            user_state if isinstance(user_state, GuardedState) else GuardedState(user_state, config.state_retry_seconds)
+        )
         self.landing = landing
         self.experiments = experiments
         self.exposures = exposures
         self.attribution = attribution or AttributionConfig(window_minutes=60)
+        self.keys = keys if keys is not None else KeyRing()
+        self.wal = wal
+        self.erasure = erasure
+        self.idempotency = Idempotency(self.user_state, config.idempotency_ttl_seconds)
         self.metrics = ApiMetrics(self.metrics_snapshot)
         self.batcher: MicroBatcher[RecJob, ScoredJob] = MicroBatcher(
             self.score_batch,
             max_batch=config.score_max_batch,
             name="mercato-scorer",
             on_batch=self.metrics.batch_size.observe,
+            max_queue=config.score_max_queue,
+            deadline_seconds=config.request_deadline_seconds,
+            on_shed=lambda reason: self.metrics.shed.labels(reason).inc(),
         )
+        for writer in (self.landing, self.exposures):
+            if writer is not None and writer.on_logged is None:
+                writer.on_logged = self.idempotency.remember
 
     def start(self, poll: bool = True) -> None:
         """First polls of the champion and the experiment, then the poll threads (if ``poll``), the landing
@@ -117,10 +137,13 @@ class ServingRuntime:
             self.store.start()
             if self.experiments is not None:
                 self.experiments.start()
-        self.landing.start()
+        self.landing.start()  # replays the write-ahead log first: nothing acknowledged before a crash is lost
         if self.exposures is not None:
             self.exposures.start()
         self.batcher.start()
+        self.metrics.start()
+        if self.keys.disabled:
+            log.warning("AUTHENTICATION IS DISABLED: every route of this API is open (RECSYS_AUTH_DISABLED)")
 
     def close(self) -> None:
         """Answer every queued request, stop polling, flush every accepted event and exposure, close the state."""
@@ -133,25 +156,51 @@ class ServingRuntime:
         if self.exposures is not None:
             shown = self.exposures.close()
             log.info("shutdown: flushed %d exposures (%d in total)", shown, self.exposures.written)
+        if self.wal is not None:
+            self.wal.close()
+        self.metrics.stop()
         self.user_state.close()
+
+    def degraded(self) -> dict[str, str]:
+        """Components failing right now and why (empty: all well): ``state``, ``landing``, ``exposures``, ``registry``."""
+        out: dict[str, str] = {}
+        if self.user_state.down is not None:
+            out["state"] = f"real-time state store unavailable ({self.user_state.down}); answers use the model only"
+        for name, writer in (("landing", self.landing), ("exposures", self.exposures)):
+            if writer is not None and writer.last_error is not None and writer.pending:
+                out[name] = f"{writer.pending} records wait for the landing zone ({writer.last_error})"
+        registry_error = self.store.status.unreachable
+        if registry_error is not None:
+            out["registry"] = f"registry unreachable ({registry_error}); serving {self.store.describe_current()}"
+        return out
 
     def metrics_snapshot(self) -> dict[str, Any]:
         """What the Prometheus collector reads at scrape time (state size ``None`` when the store is down)."""
         info = self.store.describe()
+        down = self.degraded()
         try:
             users: int | None = self.user_state.size()
         except Exception:
             users = None
         snapshot = {
             "model": info["model"],
+            "model_age_seconds": info.get("age_seconds"),
+            "model_data_age_seconds": info.get("data_age_seconds"),
             "swaps": info["swaps"],
             "refused": info["refused"],
             "polls": info["polls"],
+            "poll_errors": info["poll_errors"],
             "state_users": users,
+            "score_queue": self.batcher.depth,
             "landing_written": self.landing.written,
             "landing_pending": self.landing.pending,
             "landing_errors": self.landing.write_errors,
+            "landing_recovered": self.landing.recovered,
+            "degraded": {component: int(component in down) for component in DEGRADABLE},
         }
+        if self.wal is not None:
+            snapshot["wal_commits"] = self.wal.commits
+            snapshot["wal_entries"] = self.wal.entries
         if self.experiments is not None:
             described = self.experiments.describe()
             snapshot["experiment"] = described["experiment"]
@@ -252,10 +301,23 @@ class ServingRuntime:
     def score_batch(self, jobs: list[RecJob]) -> list[ScoredJob]:
         """Runs on the batcher's thread: live states in one read, one ``recommend_many`` per model,
         interleaved lists merged, and the experiment arm of every request remembered in one write."""
-        requests = self._with_live_state([job.request for job in jobs])
+        requests, live = self._with_live_state([job.request for job in jobs])
         rankings: dict[tuple[int, int], Ranking] = {}
         for model, slots in _slots_by_model(jobs).values():
-            found = model.scorer.recommend_many([requests[pos] for pos, _ in slots])
+            batch = [requests[pos] for pos, _ in slots]
+            try:
+                found = model.scorer.recommend_many(batch)
+            except Exception as exc:  # a model that throws: answer from its popularity fallback, flagged
+                self.metrics.model_errors.labels(f"{model.name}/{model.version}").inc()
+                log.warning(
+                    "model %s/%s failed on a batch of %d (%s: %s); answering from the popularity fallback",
+                    model.name,
+                    model.version,
+                    len(batch),
+                    type(exc).__name__,
+                    exc,
+                )
+                found = model.scorer.fallback_many(batch, MODEL_ERROR_REASON)
             rankings.update(zip(slots, found, strict=True))
         scored: list[ScoredJob] = []
         for pos, job in enumerate(jobs):
@@ -264,40 +326,47 @@ class ServingRuntime:
             if assignment.interleaving:
                 seed = interleaving_seed(assignment.salt, job.request_id)
                 ranking = interleave(ranking, rankings[(pos, 1)], job.request.k, assignment.teams, seed)
+            if not live and job.request.user_id is not None:
+                ranking = replace(ranking, live=False)
             scored.append((ranking, len(requests[pos].recent_items)))
         self._remember(jobs, [ranking for ranking, _ in scored])
         return scored
 
     def _remember(self, jobs: Sequence[RecJob], rankings: Sequence[Ranking]) -> None:
         """Keep each experiment request's arm (and, interleaved, each position's team) for the attribution window."""
-        entries = {
-            job.request_id: _encode_arm(job.assignment, ranking)
+        kept = [
+            (job, ranking)
             for job, ranking in zip(jobs, rankings, strict=True)
             if job.assignment.experiment is not None and job.request_id
-        }
-        if not entries:
+        ]
+        if not kept:
             return
+        entries = {job.request_id: _encode_arm(job.assignment, ranking) for job, ranking in kept}
+        users = {job.request_id: job.request.user_id for job, _ in kept}
         try:
-            self.user_state.remember_requests(entries, self.attribution.window_seconds)
+            self.user_state.remember_requests(entries, self.attribution.window_seconds, users)
         except Exception as exc:
             self.metrics.state_errors.labels("remember").inc(len(entries))
             log.debug("remembering %d experiment requests failed: %s", len(entries), exc)
 
-    def _with_live_state(self, requests: list[RecRequest]) -> list[RecRequest]:
-        """Users' requests with their live recent and purchased items (sessions carry their own)."""
-        states = iter(self._read_states([r.user_id for r in requests if r.user_id is not None]))
-        return [request if request.user_id is None else _with_state(request, next(states)) for request in requests]
+    def _with_live_state(self, requests: list[RecRequest]) -> tuple[list[RecRequest], bool]:
+        """Users' requests with their live recent and purchased items (sessions carry their own), and whether
+        the live state could be read."""
+        found, live = self._read_states([r.user_id for r in requests if r.user_id is not None])
+        states = iter(found)
+        out = [request if request.user_id is None else _with_state(request, next(states)) for request in requests]
+        return out, live
 
-    def _read_states(self, user_ids: Sequence[str]) -> list[UserState]:
-        """One read for every user; if the state store fails, answer without live state (counted)."""
+    def _read_states(self, user_ids: Sequence[str]) -> tuple[list[UserState], bool]:
+        """One read for every user; if the state store fails, answer without live state (counted, flagged)."""
         if not user_ids:
-            return []
+            return [], True
         try:
-            return self.user_state.get_many(user_ids)
+            return self.user_state.get_many(user_ids), True
         except Exception as exc:
             self.metrics.state_errors.labels("read").inc(len(user_ids))
             log.debug("state read for %d users failed (%s); answering without live state", len(user_ids), exc)
-            return [EMPTY] * len(user_ids)
+            return [EMPTY] * len(user_ids), False
 
 
 def interleave(first: Ranking, second: Ranking, k: int, teams: tuple[str, ...], seed: int) -> Ranking:

@@ -13,7 +13,7 @@ held as arrays aligned with the model's item index, built once per artifact.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,21 @@ class ScoredItem:
     team: str | None = None
 
 
+#: Why an answer is the popularity fallback: the user is unknown and has no history, or the model failed.
+UNKNOWN_USER_REASON = "unknown_user"
+MODEL_ERROR_REASON = "model_error"
+
+
 @dataclass(frozen=True)
 class Ranking:
     items: list[ScoredItem]
     fallback: bool
     #: Recent item ids the model does not know (ignored for scoring, still excluded).
     unknown_recent: int = 0
+    #: ``unknown_user`` or ``model_error`` when ``fallback``.
+    fallback_reason: str | None = None
+    #: False when the real-time state could not be read (the answer uses the model and training history only).
+    live: bool = True
 
 
 @dataclass(frozen=True)
@@ -377,7 +386,23 @@ class Scorer:
         idx, sc = idx[:k], sc[:k]
         reasons = self._reasons(idx, plan.history, plan.fallback)
         items = [ScoredItem(str(self.item_ids[i]), float(s), r) for i, s, r in zip(idx, sc, reasons, strict=True)]
-        return Ranking(items, fallback=plan.fallback, unknown_recent=plan.unknown_recent)
+        reason = UNKNOWN_USER_REASON if plan.fallback else None
+        return Ranking(items, fallback=plan.fallback, unknown_recent=plan.unknown_recent, fallback_reason=reason)
+
+    def fallback_many(self, requests: Sequence[RecRequest], reason: str = MODEL_ERROR_REASON) -> list[Ranking]:
+        """The popularity fallback for every request, the model not called: the answer when scoring failed.
+
+        Same exclusions and filters as a normal answer; without a fallback file every item ties (catalogue order).
+        """
+        popular = self._fallback_scores
+        if popular is None:
+            popular = np.zeros(len(self.item_ids), dtype=np.float32)
+        out = []
+        for request in requests:
+            plan = replace(self._plan(request), fallback=True)
+            ranking = self._finish(plan, *self._masked_top(popular.copy(), plan))
+            out.append(replace(ranking, fallback_reason=reason))
+        return out
 
     def _reasons(self, idx: np.ndarray, history: np.ndarray, popular: bool) -> list[str]:
         """ "because you viewed <item>" (the most similar history item) else "popular in <category>" else "trending"."""

@@ -15,17 +15,31 @@ Both also remember which experiment arm served a request (``remember_requests``:
 opaque string, for the attribution window; ``recall_requests`` reads them back), so an event carrying
 a ``request_id`` is attributed whichever worker served the recommendation: in Redis as
 ``P:r:<request_id>`` with a TTL, in memory in a bounded map (``max_requests``, oldest forgotten first).
+Each user's remembered request ids are indexed (``P:u:<id>:requests``) so that :meth:`forget_user`
+(``DELETE /v1/users/{id}``) removes them with the user's recent and purchased items.
+
+A small key/value space with a TTL (``claim``/``put``/``release``: Redis ``P:k:<key>``, in memory a
+bounded map) holds idempotency keys and the fingerprints of accepted ``event_id``s, so that every
+worker sees them.
+
+Redis calls have timeouts (``socket_timeout``/``socket_connect_timeout`` from ``[serving]``) and no
+client-side retries; :class:`GuardedState` wraps either store with a circuit breaker: after a failure
+every call fails at once with :class:`StateUnavailable` for ``retry_seconds``, then one call probes.
+So a Redis that hangs or dies costs a request at most one timeout, never a queue of them.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
+
+log = logging.getLogger(__name__)
 
 PURCHASE = "purchase"
 
@@ -78,15 +92,42 @@ class StateStore(Protocol):
         """Users currently held."""
         ...
 
-    def remember_requests(self, entries: Mapping[str, str], ttl_seconds: int) -> None:
-        """Keep each ``request_id → value`` for ``ttl_seconds`` (one lock / one round trip)."""
+    def remember_requests(
+        self, entries: Mapping[str, str], ttl_seconds: int, users: Mapping[str, str | None] | None = None
+    ) -> None:
+        """Keep each ``request_id → value`` for ``ttl_seconds`` (one lock / one round trip), indexed by its
+        user (``users``: request id → user id) for :meth:`forget_user`."""
         ...
 
     def recall_requests(self, request_ids: Sequence[str]) -> list[str | None]:
         """The remembered value of each request id (``None``: unknown or expired)."""
         ...
 
+    def forget_user(self, user_id: str) -> dict[str, int]:
+        """Remove everything held about ``user_id`` (recent, purchased, remembered requests); counts removed."""
+        ...
+
+    def claim(self, entries: Mapping[str, str], ttl_seconds: int) -> list[str | None]:
+        """Set each key that is absent (for ``ttl_seconds``); per key ``None`` when set now, else the value held."""
+        ...
+
+    def put(self, entries: Mapping[str, str], ttl_seconds: int) -> None:
+        """Set each key (overwriting) for ``ttl_seconds``."""
+        ...
+
+    def release(self, keys: Sequence[str]) -> None:
+        """Delete keys of the key/value space."""
+        ...
+
+    def ping(self) -> None:
+        """Raise when the store cannot be reached."""
+        ...
+
     def close(self) -> None: ...
+
+
+class StateUnavailable(ConnectionError):
+    """The real-time state store failed (or failed recently and is not retried yet)."""
 
 
 @dataclass
@@ -114,8 +155,10 @@ class MemoryState:
         self.requests_forgotten = 0
         self._users: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
-        self._requests: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._requests: OrderedDict[str, tuple[str, float, str | None]] = OrderedDict()
         self._requests_lock = threading.Lock()
+        self._kv: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._kv_lock = threading.Lock()
 
     def record(self, events: Sequence[LiveEvent]) -> None:
         now = time.monotonic()
@@ -161,11 +204,14 @@ class MemoryState:
     def size(self) -> int:
         return len(self._users)
 
-    def remember_requests(self, entries: Mapping[str, str], ttl_seconds: int) -> None:
+    def remember_requests(
+        self, entries: Mapping[str, str], ttl_seconds: int, users: Mapping[str, str | None] | None = None
+    ) -> None:
         expires = time.monotonic() + ttl_seconds
+        users = users or {}
         with self._requests_lock:
             for request_id, value in entries.items():
-                self._requests[request_id] = (value, expires)
+                self._requests[request_id] = (value, expires, users.get(request_id))
                 self._requests.move_to_end(request_id)
             while len(self._requests) > self.max_requests:
                 self._requests.popitem(last=False)
@@ -183,24 +229,92 @@ class MemoryState:
                 out.append(None if found is None else found[0])
         return out
 
+    def forget_user(self, user_id: str) -> dict[str, int]:
+        with self._lock:
+            entry = self._users.pop(user_id, None)
+        with self._requests_lock:
+            mine = [rid for rid, (_, _, user) in self._requests.items() if user == user_id]
+            for rid in mine:
+                del self._requests[rid]
+        return {
+            "recent": 0 if entry is None else len(entry.recent),
+            "purchased": 0 if entry is None else len(entry.purchased),
+            "requests": len(mine),
+        }
+
+    def claim(self, entries: Mapping[str, str], ttl_seconds: int) -> list[str | None]:
+        now = time.monotonic()
+        out: list[str | None] = []
+        with self._kv_lock:
+            for key, value in entries.items():
+                held = self._kv.get(key)
+                if held is not None and held[1] >= now:
+                    out.append(held[0])
+                    continue
+                self._kv[key] = (value, now + ttl_seconds)
+                self._kv.move_to_end(key)
+                out.append(None)
+            self._trim_kv()
+        return out
+
+    def put(self, entries: Mapping[str, str], ttl_seconds: int) -> None:
+        expires = time.monotonic() + ttl_seconds
+        with self._kv_lock:
+            for key, value in entries.items():
+                self._kv[key] = (value, expires)
+                self._kv.move_to_end(key)
+            self._trim_kv()
+
+    def release(self, keys: Sequence[str]) -> None:
+        with self._kv_lock:
+            for key in keys:
+                self._kv.pop(key, None)
+
+    def _trim_kv(self) -> None:
+        while len(self._kv) > self.max_requests:
+            self._kv.popitem(last=False)
+
+    def ping(self) -> None:
+        return None
+
     def close(self) -> None:
         with self._lock:
             self._users.clear()
         with self._requests_lock:
             self._requests.clear()
+        with self._kv_lock:
+            self._kv.clear()
 
 
 class RedisState:
     """User state in Redis, shared by replicas; one pipelined round trip per batch and per read."""
 
-    def __init__(self, url: str, prefix: str, max_recent: int, ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        max_recent: int,
+        ttl_seconds: int,
+        timeout_seconds: float = 0.25,
+        connect_timeout_seconds: float = 0.25,
+    ) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self.uri = url
         self.prefix = prefix
         self.max_recent = max_recent
         self.ttl_seconds = int(ttl_seconds)
-        self.client = redis.Redis.from_url(url, decode_responses=True)
+        # No client-side retries: a retry multiplies the wait of a hanging server; the guard decides.
+        self.client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=connect_timeout_seconds,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+        )
 
     def _key(self, user_id: str, kind: str) -> str:
         return f"{self.prefix}:u:{user_id}:{kind}"
@@ -245,12 +359,21 @@ class RedisState:
         pipe.zcard(users)
         return int(pipe.execute()[1])
 
-    def remember_requests(self, entries: Mapping[str, str], ttl_seconds: int) -> None:
+    def remember_requests(
+        self, entries: Mapping[str, str], ttl_seconds: int, users: Mapping[str, str | None] | None = None
+    ) -> None:
         if not entries:
             return
         pipe = self.client.pipeline(transaction=False)
+        by_user: dict[str, list[str]] = {}
         for request_id, value in entries.items():
             pipe.set(f"{self.prefix}:r:{request_id}", value, ex=int(ttl_seconds))
+            user = (users or {}).get(request_id)
+            if user is not None:
+                by_user.setdefault(user, []).append(request_id)
+        for user, request_ids in by_user.items():
+            pipe.sadd(self._key(user, "requests"), *request_ids)
+            pipe.expire(self._key(user, "requests"), int(ttl_seconds))
         pipe.execute()
 
     def recall_requests(self, request_ids: Sequence[str]) -> list[str | None]:
@@ -259,12 +382,152 @@ class RedisState:
         found = self.client.mget([f"{self.prefix}:r:{request_id}" for request_id in request_ids])
         return [None if value is None else str(value) for value in found]
 
+    def forget_user(self, user_id: str) -> dict[str, int]:
+        recent, purchased, requests = (self._key(user_id, kind) for kind in ("recent", "purchased", "requests"))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.llen(recent)
+        pipe.zcard(purchased)
+        pipe.smembers(requests)
+        n_recent, n_purchased, request_ids = pipe.execute()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(recent, purchased, requests, *(f"{self.prefix}:r:{rid}" for rid in request_ids))
+        pipe.zrem(f"{self.prefix}:users", user_id)
+        pipe.execute()
+        return {"recent": int(n_recent), "purchased": int(n_purchased), "requests": len(request_ids)}
+
+    def claim(self, entries: Mapping[str, str], ttl_seconds: int) -> list[str | None]:
+        if not entries:
+            return []
+        pipe = self.client.pipeline(transaction=True)  # MULTI: each SET NX and its GET see the same value
+        for key, value in entries.items():
+            pipe.set(f"{self.prefix}:k:{key}", value, nx=True, ex=int(ttl_seconds))
+            pipe.get(f"{self.prefix}:k:{key}")
+        got = pipe.execute()
+        return [None if got[2 * n] else str(got[2 * n + 1]) for n in range(len(entries))]
+
+    def put(self, entries: Mapping[str, str], ttl_seconds: int) -> None:
+        if not entries:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in entries.items():
+            pipe.set(f"{self.prefix}:k:{key}", value, ex=int(ttl_seconds))
+        pipe.execute()
+
+    def release(self, keys: Sequence[str]) -> None:
+        if keys:
+            self.client.delete(*(f"{self.prefix}:k:{key}" for key in keys))
+
+    def ping(self) -> None:
+        self.client.ping()
+
     def close(self) -> None:
         self.client.close()
 
 
-def open_state(uri: str, max_users: int, max_recent: int, ttl_seconds: int, max_requests: int = 200_000) -> StateStore:
-    """The state store named by ``uri`` (``RECSYS_STATE_URI``); ``max_users``/``max_requests`` apply to memory only."""
+class GuardedState:
+    """A state store behind a circuit breaker (see the module docstring); every failure is a :class:`StateUnavailable`.
+
+    ``down`` (the reason) is set while the breaker is open; :meth:`healthy` probes at most once per
+    ``retry_seconds`` without ever waiting longer than one store timeout.
+    """
+
+    def __init__(self, inner: StateStore, retry_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic):
+        self.inner = inner
+        self.uri = inner.uri
+        self.retry_seconds = retry_seconds
+        self.clock = clock
+        self.failures = 0
+        self.down: str | None = None
+        self._retry_at = 0.0
+        self._probe = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:  # attributes of the wrapped store (max_users, client, ...)
+        return getattr(self.inner, name)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        probing = False
+        if self.down is not None:
+            if self.clock() < self._retry_at or not self._probe.acquire(blocking=False):
+                raise StateUnavailable(f"state store unavailable: {self.down}")
+            probing = True
+        try:
+            result = getattr(self.inner, method)(*args)
+        except Exception as exc:
+            self.failures += 1
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if self.down is None:
+                log.warning(
+                    "state store %s failed (%s); answering without it for %.1fs", self.uri, reason, self.retry_seconds
+                )
+            self.down = reason
+            self._retry_at = self.clock() + self.retry_seconds
+            raise StateUnavailable(f"state store unavailable: {reason}") from exc
+        finally:
+            if probing:
+                self._probe.release()
+        if self.down is not None:
+            log.warning("state store %s is back", self.uri)
+            self.down = None
+        return result
+
+    def healthy(self) -> bool:
+        """Whether the store answers: a cached verdict while the breaker is open, else one ping."""
+        try:
+            self._call("ping")
+        except StateUnavailable:
+            return False
+        return True
+
+    def record(self, events: Sequence[LiveEvent]) -> None:
+        self._call("record", events)
+
+    def get(self, user_id: str) -> UserState:
+        return self.get_many([user_id])[0]
+
+    def get_many(self, user_ids: Sequence[str]) -> list[UserState]:
+        return self._call("get_many", user_ids)  # type: ignore[no-any-return]
+
+    def size(self) -> int:
+        return self._call("size")  # type: ignore[no-any-return]
+
+    def remember_requests(
+        self, entries: Mapping[str, str], ttl_seconds: int, users: Mapping[str, str | None] | None = None
+    ) -> None:
+        self._call("remember_requests", entries, ttl_seconds, users)
+
+    def recall_requests(self, request_ids: Sequence[str]) -> list[str | None]:
+        return self._call("recall_requests", request_ids)  # type: ignore[no-any-return]
+
+    def forget_user(self, user_id: str) -> dict[str, int]:
+        return self._call("forget_user", user_id)  # type: ignore[no-any-return]
+
+    def claim(self, entries: Mapping[str, str], ttl_seconds: int) -> list[str | None]:
+        return self._call("claim", entries, ttl_seconds)  # type: ignore[no-any-return]
+
+    def put(self, entries: Mapping[str, str], ttl_seconds: int) -> None:
+        self._call("put", entries, ttl_seconds)
+
+    def release(self, keys: Sequence[str]) -> None:
+        self._call("release", keys)
+
+    def ping(self) -> None:
+        self._call("ping")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def open_state(
+    uri: str,
+    max_users: int,
+    max_recent: int,
+    ttl_seconds: int,
+    max_requests: int = 200_000,
+    timeout_seconds: float = 0.25,
+    connect_timeout_seconds: float = 0.25,
+) -> StateStore:
+    """The state store named by ``uri`` (``RECSYS_STATE_URI``); ``max_users``/``max_requests`` apply to memory only,
+    the timeouts to Redis only."""
     parts = urlsplit(uri)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     if parts.scheme == "memory":
@@ -277,5 +540,5 @@ def open_state(uri: str, max_users: int, max_recent: int, ttl_seconds: int, max_
     if parts.scheme in ("redis", "rediss"):
         prefix = query.pop("prefix", "mercato")
         base = parts._replace(query="&".join(f"{k}={v}" for k, v in query.items())).geturl()
-        return RedisState(base, prefix, max_recent, ttl_seconds)
+        return RedisState(base, prefix, max_recent, ttl_seconds, timeout_seconds, connect_timeout_seconds)
     raise ValueError(f"RECSYS_STATE_URI={uri!r}: unsupported scheme; use memory://?max_users=N or redis://host:port/db")

@@ -1,6 +1,8 @@
 """What the routes depend on: the runtime, the serving model, and each ranking route's checked input.
 
-``Runtime`` and ``Model`` read ``request.app.state.runtime``. The ranking parameters are declared once
+``Runtime`` and ``Model`` read ``request.app.state.runtime``. ``require_scope`` (``ReadsRecommendations``,
+``WritesEvents``, ``Administers``) authenticates the API key and checks its scope; routers list it in
+their ``dependencies`` so it runs before anything else (401/403 before any 422). The ranking parameters are declared once
 here (``UserIdPath``, ``KQuery``, ``ExcludeQuery``, ...). Each ranking route takes its input from one
 dependency that checks all of it (``UserRecommendation``, ``SessionRecommendation``, ``SimilarItems``)
 rather than from one dependency per parameter, because FastAPI calls a dependency as soon as its own
@@ -14,6 +16,7 @@ Bounds that come from ``[serving]`` (k's range, id length) are checked per reque
 """
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any
@@ -25,6 +28,7 @@ from pydantic import StringConstraints, TypeAdapter, ValidationError
 from core.config import EXCLUDE_POLICIES, ServingConfig
 from serving.api.errors import ApiError
 from serving.api.schemas import ExcludePolicy, SessionIn
+from serving.auth import ADMIN, ApiKey
 from serving.events import check_id
 from serving.runtime import RecJob, ServingRuntime
 from serving.scorer import RankOptions, RecRequest
@@ -37,6 +41,60 @@ async def get_runtime(request: Request) -> ServingRuntime:
 
 
 Runtime = Annotated[ServingRuntime, Depends(get_runtime)]
+
+_BEARER = "bearer "
+_HOW = "send an API key as 'Authorization: Bearer <key>' (or 'X-API-Key: <key>')"
+
+
+def presented_key(request: Request) -> str | None:
+    """The API key a request carries (``Authorization: Bearer``, else ``X-API-Key``)."""
+    header = request.headers.get("authorization")
+    if header and header[: len(_BEARER)].lower() == _BEARER:
+        return header[len(_BEARER) :].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def require_scope(scope: str) -> Callable[[Request], Awaitable[ApiKey | None]]:
+    """A dependency that lets the request through only with a valid key that has ``scope`` (401 / 403 as JSON).
+
+    The key found is kept on ``request.state.api_key`` (its id is what audits record). With
+    ``RECSYS_AUTH_DISABLED`` (never the default) every request passes.
+    """
+
+    async def authenticate(request: Request) -> ApiKey | None:
+        runtime: ServingRuntime = request.app.state.runtime
+        keys = runtime.keys
+        if keys.disabled:
+            request.state.api_key = None
+            return None
+        presented = presented_key(request)
+        challenge = {"WWW-Authenticate": "Bearer"}
+        hint = "" if keys.keys else " (this API has no keys yet: python -m serving.keys create ...)"
+        if presented is None:
+            runtime.metrics.auth_failures.labels("401").inc()
+            raise ApiError(401, f"authentication: this route needs an API key; {_HOW}{hint}", challenge)
+        key = keys.verify(presented)
+        if key is None:
+            runtime.metrics.auth_failures.labels("401").inc()
+            raise ApiError(
+                401, f"authentication: the API key is not valid (unknown, revoked or mistyped){hint}", challenge
+            )
+        if not key.allows(scope):
+            runtime.metrics.auth_failures.labels("403").inc()
+            raise ApiError(
+                403,
+                f"authorization: key {key.key_id!r} lacks the scope {scope!r} this route needs "
+                f"(it has {', '.join(sorted(key.scopes))})",
+            )
+        request.state.api_key = key
+        return key
+
+    return authenticate
+
+
+ReadsRecommendations = Depends(require_scope("recs:read"))
+WritesEvents = Depends(require_scope("events:write"))
+Administers = Depends(require_scope(ADMIN))
 
 
 def require_model(runtime: Runtime) -> LoadedModel:

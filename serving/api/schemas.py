@@ -57,6 +57,16 @@ class RecommendationsOut(BaseModel):
     experiment: str | None = Field(default=None, description=_EXPERIMENT)
     variant: str | None = Field(default=None, description=_VARIANT)
     fallback: bool
+    fallback_reason: str | None = Field(
+        default=None,
+        description="Why the answer is the popularity fallback: 'unknown_user' (no history), 'model_error' "
+        "(the model failed; counted in mercato_model_errors_total). Null when the model answered.",
+    )
+    live: bool = Field(
+        default=True,
+        description="False when the real-time state store could not be read: the answer uses the model and the "
+        "user's training history only (the user's latest events are missing).",
+    )
     live_items: int = Field(description="Recent items from the live state / session used for this answer.")
 
 
@@ -101,16 +111,39 @@ class EventErrorOut(BaseModel):
 
 
 class EventsOut(BaseModel):
-    accepted: int
+    accepted: int = Field(description="Events acknowledged: in the write-ahead log, they will land exactly once.")
     rejected: int
+    duplicates: int = Field(
+        default=0,
+        description="Accepted events whose event_id was accepted before with the same payload: acknowledged, "
+        "not landed again.",
+    )
     errors: list[EventErrorOut]
 
 
 class HealthOut(BaseModel):
-    status: str
+    status: Literal["ok", "degraded"] = Field(
+        description="'degraded': the API answers, without what 'degraded' names (see the README's failure table)."
+    )
     model: ModelRef
     checksum: str
     loaded_at: str
+    degraded: dict[str, str] = Field(
+        default_factory=dict, description="Each failing component (state, landing, exposures, registry) and why."
+    )
+    auth: Literal["on", "disabled"] = "on"
+
+
+class ErasureOut(BaseModel):
+    request_id: str = Field(description="The erasure request filed for the lake-side job (jobs/erasure.py).")
+    user_hash: str = Field(description="HMAC-SHA256 of the user id keyed with RECSYS_ERASURE_SALT (as audited).")
+    state: dict[str, int] = Field(description="What was removed from the live state: recent, purchased, requests.")
+    landing_flushed: dict[str, int] = Field(
+        description="Records of every user flushed to the landing zone before the request, so the lake job sees "
+        "all the API acknowledged."
+    )
+    erasure_request: str = Field(description="Path of the request file, relative to the lake.")
+    audit: str = Field(description="Path of the append-only audit log, relative to the lake.")
 
 
 class ErrorOut(BaseModel):

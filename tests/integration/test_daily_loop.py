@@ -78,15 +78,20 @@ def test_run_ends_with_champion_and_api_answers(first_run, monkeypatch: pytest.M
 
     from fastapi.testclient import TestClient
 
+    from core.client import auth_headers, local_key_path
     from core.settings import get_settings
     from serving.app import create_app
+    from serving.keys import ensure_local_key
 
     monkeypatch.setenv("RECSYS_HOME", str(home))
     get_settings.cache_clear()
     users = pq.read_table(str(home / "lake" / "gold" / RUN_DATE.isoformat() / "split=train")).column("user_id")
     known_user = str(users[0])
+    key = ensure_local_key(home / "serving" / "api-keys.json", local_key_path(home))
     with TestClient(create_app()) as client:
         assert client.get("/health").status_code == 200
+        assert client.get("/v1/recommendations/nobody-at-all").status_code == 401, "no key, no answer"
+        client.headers.update(auth_headers(key))
         body = client.get(f"/v1/recommendations/{known_user}", params={"k": 10}).json()
         assert body["user_id"] == known_user
         assert len(body["items"]) == 10

@@ -17,8 +17,9 @@ from core.registry import ServingRegistry
 from jobs.shoppers import ShopperConfig, Shoppers, attractiveness, position_bias
 from jobs.simulator import SimConfig, build_shop, item_id, user_id
 from serving.app import create_app
+from serving.auth import KeyRing
 from tests.core.test_registry import ToyRecommender
-from tests.serving.clusters import live_cfg, served, settings_for
+from tests.serving.clusters import TEST_KEY, TEST_KEY_RECORD, live_cfg, served, settings_for
 
 SIM = SimConfig(n_users=150, n_items=300, n_categories=10, n_brands=30, seed=3)
 
@@ -57,10 +58,10 @@ def test_a_model_that_ranks_by_the_hidden_preference_earns_a_higher_ctr(tmp_path
     registry.write_experiment(new_document("ctr", ("shop", "1"), [("shop", "2")], salt="shoppers"))
 
     settings = settings_for(tmp_path / "home", tmp_path / "registry")
-    app = create_app(settings, cfg=live_cfg(), poll=False)
+    app = create_app(settings, cfg=live_cfg(), poll=False, keys=KeyRing([TEST_KEY_RECORD]))
     cfg = ShopperConfig(n_users=120, days=2, end_date=dt.date(2024, 3, 2), sessions_per_day=1.0, pages_per_session=2)
     with served(app) as base:
-        report = Shoppers(SIM, cfg, shop).run(base)
+        report = Shoppers(SIM, cfg, shop).run(base, TEST_KEY)
         metrics = app.state.metrics.registry
 
     assert report.errors == [] and report.total.requests > 300

@@ -1,9 +1,10 @@
 """A real, small trained BPR model over two item clusters, exported with fallback/history/items files;
-and the API served by real uvicorn in a thread."""
+the API served by real uvicorn in a thread; and the test suite's API key (every scope)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,13 @@ import pandas as pd
 from core.config import Config, load_config
 from core.settings import Settings
 from evaluation.data import TrainData
+from serving.auth import SCOPES, new_key
 from training.train import write_serving_files
+
+#: The test suite's API key (generated per run, every scope) and its stored record for RECSYS_API_KEYS.
+TEST_KEY, TEST_KEY_RECORD = new_key("tests", SCOPES)
+TEST_KEYS_JSON = json.dumps({"keys": [TEST_KEY_RECORD.to_json()]})
+AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
 
 N_PER_CLUSTER = 12
 #: Item that items.json marks unavailable: it must never be recommended.

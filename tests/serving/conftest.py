@@ -10,7 +10,14 @@ from fastapi.testclient import TestClient
 
 from core.registry import ServingRegistry
 from serving.app import create_app
-from tests.serving.clusters import export_bpr, live_cfg, settings_for
+from tests.serving.clusters import AUTH, TEST_KEYS_JSON, export_bpr, live_cfg, settings_for
+
+
+@pytest.fixture(autouse=True)
+def api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every app a serving test builds accepts the suite's key (``AUTH`` headers); nothing is open."""
+    monkeypatch.setenv("RECSYS_API_KEYS", TEST_KEYS_JSON)
+    monkeypatch.delenv("RECSYS_AUTH_DISABLED", raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -32,5 +39,5 @@ def registry_dir(tmp_path: Path, bpr_artifact: Path) -> Path:
 def client(tmp_path: Path, registry_dir: Path) -> Iterator[TestClient]:
     """The scoring API serving bpr/1 (no poll thread), started and shut down around the test."""
     app = create_app(settings_for(tmp_path / "home", registry_dir), cfg=live_cfg(), poll=False)
-    with TestClient(app) as c:
+    with TestClient(app, headers=AUTH) as c:
         yield c

@@ -14,6 +14,7 @@ from core.config import Config, load_config
 from core.registry import ServingRegistry
 from serving.app import create_app
 from tests.core.test_registry import make_toy
+from tests.serving.clusters import AUTH
 from tests.serving.test_store import publish, tamper
 
 
@@ -41,7 +42,7 @@ def wait_for(predicate, timeout: float = 20.0) -> bool:
 
 
 def test_health_503_before_then_200(registry: ServingRegistry, tmp_path: Path) -> None:
-    with TestClient(create_app(cfg=fast_cfg())) as client:
+    with TestClient(create_app(cfg=fast_cfg()), headers=AUTH) as client:
         resp = client.get("/health")
         assert resp.status_code == 503
         assert "no model loaded yet" in resp.json()["error"]
@@ -56,7 +57,7 @@ def test_health_503_before_then_200(registry: ServingRegistry, tmp_path: Path) -
 
 def test_known_and_unknown_user(registry: ServingRegistry, tmp_path: Path) -> None:
     publish(registry, tmp_path, 1, seed=0)
-    with TestClient(create_app(poll=False)) as client:
+    with TestClient(create_app(poll=False), headers=AUTH) as client:
         known = client.get("/v1/recommendations/u2", params={"k": 3}).json()
         idx, scores = make_toy(seed=0).recommend(np.array([2]), [np.zeros(0, dtype=np.int64)], 3)
         assert known["user_id"] == "u2" and known["fallback"] is False
@@ -75,14 +76,14 @@ def test_known_and_unknown_user(registry: ServingRegistry, tmp_path: Path) -> No
 @pytest.mark.parametrize("k", ["0", "101", "-3"])
 def test_k_out_of_range_is_422_naming_k(registry: ServingRegistry, tmp_path: Path, k: str) -> None:
     publish(registry, tmp_path, 1)
-    with TestClient(create_app(poll=False)) as client:
+    with TestClient(create_app(poll=False), headers=AUTH) as client:
         resp = client.get("/v1/recommendations/u1", params={"k": k})
     assert resp.status_code == 422
     assert resp.json() == {"error": f"k: must be between 1 and 100 (got {k})"}
 
 
 def test_non_integer_k_and_unknown_route_are_json_errors(registry: ServingRegistry, tmp_path: Path) -> None:
-    with TestClient(create_app(poll=False)) as client:
+    with TestClient(create_app(poll=False), headers=AUTH) as client:
         resp = client.get("/v1/recommendations/u1", params={"k": "ten"})
         assert resp.status_code == 422
         assert resp.json()["error"].startswith("k: ") and "1..100" in resp.json()["error"]
@@ -93,14 +94,14 @@ def test_non_integer_k_and_unknown_route_are_json_errors(registry: ServingRegist
 def test_max_k_follows_config(registry: ServingRegistry, tmp_path: Path) -> None:
     publish(registry, tmp_path, 1)
     cfg = fast_cfg().replace(serving={"max_k": 5})
-    with TestClient(create_app(cfg=cfg, poll=False)) as client:
+    with TestClient(create_app(cfg=cfg, poll=False), headers=AUTH) as client:
         assert client.get("/v1/recommendations/u1", params={"k": 5}).status_code == 200
         assert "between 1 and 5" in client.get("/v1/recommendations/u1", params={"k": 6}).json()["error"]
 
 
 def test_hot_swap_when_champion_changes(registry: ServingRegistry, tmp_path: Path) -> None:
     publish(registry, tmp_path, 1)
-    with TestClient(create_app(cfg=fast_cfg())) as client:
+    with TestClient(create_app(cfg=fast_cfg()), headers=AUTH) as client:
         assert client.get("/health").json()["model"]["version"] == "1"
         publish(registry, tmp_path, 2)
         assert wait_for(lambda: client.get("/health").json()["model"]["version"] == "2")
@@ -115,7 +116,7 @@ def test_tampered_artifact_refused_and_old_model_keeps_serving(
 ) -> None:
     publish(registry, tmp_path, 1)
     app = create_app(poll=False)
-    with TestClient(app) as client:
+    with TestClient(app, headers=AUTH) as client:
         publish(registry, tmp_path, 2, champion=False)
         tamper(reg_root, 2, "ids.json")
         registry.set_champion("toy", 2)
@@ -162,7 +163,7 @@ def test_serves_a_real_popularity_model_with_its_fallback(registry: ServingRegis
     registry.publish(art, "popularity", 1)
     registry.set_champion("popularity", 1)
 
-    with TestClient(create_app(poll=False)) as client:
+    with TestClient(create_app(poll=False), headers=AUTH) as client:
         known = client.get("/v1/recommendations/a", params={"k": 3}).json()
         unknown = client.get("/v1/recommendations/zed", params={"k": 3}).json()
     assert known["model"] == {"name": "popularity", "version": "1"} and known["fallback"] is False

@@ -22,7 +22,7 @@ from serving.app import create_app
 from serving.experiments import ExperimentStore
 from serving.store import ModelStore
 from tests.services import free_ports, stop_process
-from tests.serving.clusters import flipped_copy, live_cfg, settings_for
+from tests.serving.clusters import AUTH, flipped_copy, live_cfg, settings_for
 from tests.serving.test_store import publish, tamper
 
 
@@ -134,7 +134,7 @@ def test_a_broken_first_experiment_leaves_the_champion_alone(
 
 def api(tmp_path: Path, reg_root: Path, **serving: object) -> TestClient:
     app = create_app(settings_for(tmp_path / "home", reg_root), cfg=live_cfg(**serving), poll=False)
-    return TestClient(app)
+    return TestClient(app, headers=AUTH)
 
 
 def metric(client: TestClient, name: str, labels: dict[str, str]) -> float | None:
@@ -243,7 +243,7 @@ def test_the_api_picks_up_and_ends_experiments_by_polling(
     registry: ServingRegistry, reg_root: Path, tmp_path: Path
 ) -> None:
     app = create_app(settings_for(tmp_path / "home", reg_root), cfg=live_cfg(poll_seconds=0.05))
-    with TestClient(app) as client:
+    with TestClient(app, headers=AUTH) as client:
         assert client.get("/v1/recommendations/u1").json()["experiment"] is None
         start(registry)
         deadline = time.monotonic() + 20
@@ -284,7 +284,7 @@ def test_assignment_is_sticky_across_two_api_processes_sharing_redis(
         with open(logs[-1], "wb") as log:
             procs.append(subprocess.Popen([sys.executable, "-m", "serving"], cwd=root, env=env, stdout=log, stderr=log))
     try:
-        clients = [httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) for port in ports]
+        clients = [httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=AUTH) for port in ports]
         deadline = time.monotonic() + 180
         for client, proc, log_path in zip(clients, procs, logs, strict=True):
             while True:

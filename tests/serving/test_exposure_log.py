@@ -18,7 +18,7 @@ from core.ids import ulid_time
 from core.lake import Lake
 from serving.app import create_app
 from serving.events import LandingWriter
-from tests.serving.clusters import live_cfg, served, settings_for
+from tests.serving.clusters import AUTH, live_cfg, served, settings_for
 
 ROUTES = {
     "user": "/v1/recommendations/{user_id}",
@@ -62,7 +62,7 @@ def _records(lake: Lake) -> list[dict[str, Any]]:
 def test_exposure_records_land_with_the_contract(tmp_path: Path, registry_dir: Path) -> None:
     settings = settings_for(tmp_path / "home", registry_dir)
     app = create_app(settings, cfg=live_cfg(exposure_flush_events=4, exposure_flush_seconds=3600.0), poll=False)
-    with served(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with served(app) as base, httpx.Client(base_url=base, timeout=30, headers=AUTH) as http:
         answers = calls(http)
     lake = Lake(settings.lake)
     files = sorted(lake.landing_exposures().rglob("*"))
@@ -106,7 +106,7 @@ def test_exposure_records_land_with_the_contract(tmp_path: Path, registry_dir: P
 def test_exposure_logging_can_be_turned_off(tmp_path: Path, registry_dir: Path) -> None:
     settings = settings_for(tmp_path / "home", registry_dir)
     app = create_app(settings, cfg=live_cfg(log_exposures=False), poll=False)
-    with TestClient(app) as client:
+    with TestClient(app, headers=AUTH) as client:
         body = client.get("/v1/recommendations/ua0").json()
         assert len(body["request_id"]) == 26
         assert "mercato_exposures_written" not in client.get("/metrics").text
@@ -129,11 +129,11 @@ class _ThreadRecordingWriter(LandingWriter):
         self.writer_threads: list[str] = []
         self.broken = False
 
-    def _write(self, batch: list[dict[str, Any]]) -> Path:
+    def _write(self, batch: list[dict[str, Any]], target: Path) -> Path:
         self.writer_threads.append(threading.current_thread().name)
         if self.broken:
             raise OSError("lake unreachable")
-        return super()._write(batch)
+        return super()._write(batch, target)
 
 
 def test_the_exposure_writer_never_writes_on_the_callers_thread_and_is_bounded(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from core.lake import Lake
 from serving.app import create_app
 from serving.state import LiveEvent, MemoryState, open_state
-from tests.serving.clusters import UNAVAILABLE, cluster_items, live_cfg, served, settings_for
+from tests.serving.clusters import AUTH, UNAVAILABLE, cluster_items, live_cfg, served, settings_for
 
 
 def ids(body: dict) -> list[str]:
@@ -42,7 +42,7 @@ def test_events_make_the_next_page_follow_the_user(client: TestClient) -> None:
     assert 0 < alpha_share(ids(before)) < 1, "the popularity fallback mixes both clusters"
 
     body = post(client, *({"user_id": "newbie", "item_id": i, "event_type": "view"} for i in ("b0", "b1", "b2")))
-    assert body == {"accepted": 3, "rejected": 0, "errors": []}
+    assert body == {"accepted": 3, "rejected": 0, "duplicates": 0, "errors": []}
     after = client.get("/v1/recommendations/newbie", params={"k": 6}).json()
     assert after["fallback"] is False and after["live_items"] == 3
     assert alpha_share(ids(after)) == 0.0, f"beta items must rise after viewing beta: {ids(after)}"
@@ -186,7 +186,7 @@ def test_streamed_body_over_the_limit_is_refused(tmp_path: Path, registry_dir: P
         yield b"]}"
 
     json_type = {"content-type": "application/json"}
-    with served(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with served(app) as base, httpx.Client(base_url=base, timeout=30, headers=AUTH) as http:
         big = http.post("/v1/events", content=chunks(200), headers=json_type)
         assert big.request.headers.get("transfer-encoding") == "chunked" and "content-length" not in big.request.headers
         assert big.status_code == 413 and "4096-byte limit" in big.json()["error"]
@@ -204,7 +204,7 @@ def test_landing_micro_batches_and_graceful_shutdown(tmp_path: Path, registry_di
     sent = [
         {"user_id": f"l{n % 3}", "item_id": f"a{n % 10}", "event_type": "view", "event_id": f"e{n}"} for n in range(13)
     ]
-    with TestClient(app) as client:
+    with TestClient(app, headers=AUTH) as client:
         post(client, *sent[:4])
         assert not list(landing.rglob("*.jsonl")), "below the size threshold nothing is written yet"
         post(client, *sent[4:11])
@@ -224,7 +224,7 @@ def test_landing_flushes_on_time(tmp_path: Path, registry_dir: Path) -> None:
     settings = settings_for(tmp_path / "home", registry_dir)
     app = create_app(settings, cfg=live_cfg(landing_flush_events=1000, landing_flush_seconds=0.2), poll=False)
     landing = Lake(settings.lake).landing_events()
-    with TestClient(app) as client:
+    with TestClient(app, headers=AUTH) as client:
         post(client, {"user_id": "t", "item_id": "a1", "event_type": "view"})
         deadline = time.monotonic() + 10
         while not list(landing.rglob("*.jsonl")) and time.monotonic() < deadline:
@@ -285,7 +285,7 @@ def test_two_replicas_share_redis_state(tmp_path: Path, registry_dir: Path, redi
     cfg = live_cfg(state_ttl_seconds=120)
     one = create_app(settings_for(tmp_path / "h1", registry_dir, redis_url), cfg=cfg, poll=False)
     two = create_app(settings_for(tmp_path / "h2", registry_dir, redis_url), cfg=cfg, poll=False)
-    with TestClient(one) as c1, TestClient(two) as c2:
+    with TestClient(one, headers=AUTH) as c1, TestClient(two, headers=AUTH) as c2:
         for n in range(10):
             item = f"b{n}"
             post(c1, {"user_id": "shared", "item_id": item, "event_type": "purchase"})

@@ -13,7 +13,7 @@ import pytest
 from core.config import load_config
 from core.registry import ServingRegistry
 from serving.app import create_app
-from tests.serving.clusters import served, settings_for
+from tests.serving.clusters import AUTH, served, settings_for
 
 N_CLIENTS = 4
 FLIPS = 6
@@ -46,7 +46,7 @@ def test_no_request_fails_while_champion_flips(tmp_path: Path, bpr_artifact: Pat
     lock = threading.Lock()
 
     def hammer(worker: int, base: str) -> None:
-        with httpx.Client(base_url=base, timeout=30) as http:
+        with httpx.Client(base_url=base, timeout=30, headers=AUTH) as http:
             n = worker
             while not stop.is_set():
                 for method, path, kwargs in requests_for(n):
@@ -120,7 +120,7 @@ def test_concurrent_requests_are_batched_and_answered_as_if_alone(tmp_path: Path
         "/v1/recommendations/ub1?k=6&category=alpha",
         "/v1/recommendations/ub3?k=4&diversity=0.6",
     ]
-    with served(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+    with served(app) as base, httpx.Client(base_url=base, timeout=30, headers=AUTH) as http:
         events = [{"user_id": "live1", "item_id": f"b{n}", "event_type": "view"} for n in (1, 2, 3)]
         assert http.post("/v1/events", json={"events": events}).status_code == 202
         alone = {p: http.get(p).json() for p in paths}
@@ -130,7 +130,7 @@ def test_concurrent_requests_are_batched_and_answered_as_if_alone(tmp_path: Path
         lock = threading.Lock()
 
         def client(worker: int) -> None:
-            with httpx.Client(base_url=base, timeout=30) as mine:
+            with httpx.Client(base_url=base, timeout=30, headers=AUTH) as mine:
                 for n in range(60):
                     path = paths[(worker + n) % len(paths)]
                     resp = mine.get(path)

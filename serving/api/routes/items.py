@@ -7,11 +7,11 @@ variant, and is logged to the exposure log; the experiment unit is ``user_id``, 
 
 from fastapi import APIRouter
 
-from serving.api.deps import Runtime, SimilarItems
+from serving.api.deps import ReadsRecommendations, Runtime, SimilarItems
 from serving.api.errors import CLIENT_ERRORS, ApiError
 from serving.api.schemas import ErrorOut, ItemOut, ModelRef, SimilarOut
 
-router = APIRouter()
+router = APIRouter(dependencies=[ReadsRecommendations])
 
 SIMILAR_ROUTE = "/v1/items/{item_id}/similar"
 

@@ -2,17 +2,20 @@
 (an anonymous session from its recent items): both scored by the runtime's micro-batcher.
 
 Each answer carries a ``request_id`` and the model, experiment and variant that produced it, and is
-logged to the exposure log (``ServingRuntime.served``).
+logged to the exposure log (``ServingRuntime.served``). It says when it is degraded: ``"live": false``
+(the real-time state could not be read: model and training history only), ``"fallback": true`` with
+``fallback_reason`` (``unknown_user``, or ``model_error``: the model failed, popularity answered). A
+request beyond the scorer's queue or deadline gets 503 with ``Retry-After`` (load shedding).
 """
 
 from fastapi import APIRouter
 
-from serving.api.deps import Runtime, SessionRecommendation, UserRecommendation
+from serving.api.deps import ReadsRecommendations, Runtime, SessionRecommendation, UserRecommendation
 from serving.api.errors import CLIENT_ERRORS
 from serving.api.schemas import ItemOut, ModelRef, RecommendationsOut
 from serving.runtime import RecJob, ServingRuntime
 
-router = APIRouter()
+router = APIRouter(dependencies=[ReadsRecommendations])
 
 USER_ROUTE = "/v1/recommendations/{user_id}"
 SESSION_ROUTE = "/v1/recommendations"
@@ -40,5 +43,7 @@ async def _recommend(runtime: ServingRuntime, job: RecJob, route: str) -> Recomm
         experiment=job.assignment.experiment,
         variant=job.assignment.variant,
         fallback=ranking.fallback,
+        fallback_reason=ranking.fallback_reason,
+        live=ranking.live,
         live_items=live_items,
     )

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from core.config import EXCLUDE_POLICIES
 from serving.api.schemas import ExcludePolicy
 from serving.app import create_app
-from tests.serving.clusters import live_cfg, settings_for
+from tests.serving.clusters import AUTH, live_cfg, settings_for
 
 NO_MODEL = "no model loaded yet: no champion.json in"
 
@@ -25,7 +25,7 @@ NO_MODEL = "no model loaded yet: no champion.json in"
 def no_model(tmp_path: Path) -> Iterator[TestClient]:
     """The API over an empty registry, with ids of at most 8 characters."""
     app = create_app(settings_for(tmp_path / "home", tmp_path / "registry"), cfg=live_cfg(max_id_length=8), poll=False)
-    with TestClient(app) as client:
+    with TestClient(app, headers=AUTH) as client:
         yield client
 
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.state import LiveEvent, MemoryState
-from tests.serving.clusters import live_cfg, settings_for
+from tests.serving.clusters import AUTH, live_cfg, settings_for
 
 
 class DownState(MemoryState):
@@ -36,7 +36,7 @@ def test_events_reach_the_state_oldest_first_and_the_landing_buffer(client: Test
         {"user_id": "ordered", "item_id": "a1", "event_type": "purchase", "ts": "2024-01-01T09:00:00+00:00"},
     ]
     resp = client.post("/v1/events", json={"events": events})
-    assert resp.status_code == 202 and resp.json() == {"accepted": 2, "rejected": 0, "errors": []}
+    assert resp.status_code == 202 and resp.json() == {"accepted": 2, "rejected": 0, "duplicates": 0, "errors": []}
     live = client.app.state.user_state.get("ordered")
     assert live.recent == ("a1", "a2") and live.purchased == {"a1"}
     assert client.app.state.landing.pending == 2
@@ -54,7 +54,7 @@ def test_a_batch_over_the_limit_is_refused_whole(client: TestClient) -> None:
 
 def test_state_down_refuses_the_batch_and_lands_nothing(tmp_path: Path, registry_dir: Path) -> None:
     app = create_app(settings_for(tmp_path / "home", registry_dir), cfg=live_cfg(), poll=False, state=DownState())
-    with TestClient(app) as client:
+    with TestClient(app, headers=AUTH) as client:
         resp = client.post("/v1/events", json={"events": [{"user_id": "u", "item_id": "a1", "event_type": "view"}]})
         assert resp.status_code == 503
         assert resp.json() == {"error": "state: the real-time state store is unavailable (ConnectionError); retry"}
