@@ -158,9 +158,11 @@ def bot_users(
 ) -> DataFrame:
     """Users with more than ``max_events_per_minute`` events in a calendar minute or ``max_events_per_day`` in a UTC day.
 
-    Returns ``user_id, peak_per_minute, peak_per_day``.
+    Returns ``user_id, peak_per_minute, peak_per_day``. The rows are spread by user once, so the
+    three aggregations need no further shuffle.
     """
-    per_minute = events.groupBy(user_col, F.date_trunc("minute", F.col(ts_col)).alias("_minute")).count()
+    by_user = events.select(user_col, ts_col).repartition(user_col)
+    per_minute = by_user.groupBy(user_col, F.date_trunc("minute", F.col(ts_col)).alias("_minute")).count()
     per_day = per_minute.groupBy(user_col, F.to_date("_minute").alias("_day")).agg(
         F.max("count").alias("_peak_minute"), F.sum("count").alias("_day_count")
     )
@@ -296,19 +298,20 @@ def add_missing_items(items: DataFrame, events: DataFrame, *, item_col: str = IT
 def day_summaries(labelled: DataFrame) -> DataFrame:
     """Per ``dt`` and ``drop_reason``: rows, filled prices, late rows and, for kept rows, an order-free content hash.
 
-    ``hash_sum`` (exact decimal sum) and ``hash_xor`` of two 64-bit hashes of each kept row's silver
-    columns (nulls marked) identify a day's silver rows whatever their order, so a day whose rows
-    hash as before is not rewritten.
+    Each kept row's silver columns (nulls marked) are hashed once to 64 bits; ``hash_xor`` (their
+    XOR) and ``hash_sum`` (the sum of their top 32 bits, which cannot overflow) identify a day's
+    silver rows whatever their order, so a day whose rows hash as before is not rewritten. Kept rows
+    never repeat (their event ids are unique), so XOR cannot cancel a pair.
     """
     columns = [F.col(c) for c in EVENT_COLUMNS]
     nulls = sum((F.when(c.isNull(), F.lit(1 << n)).otherwise(F.lit(0)) for n, c in enumerate(columns)), F.lit(0))
-    kept = _keep()
-    return labelled.groupBy(DT_COL, DROP_REASON_COL).agg(
+    hashed = labelled.withColumn("_hash", F.when(_keep(), F.xxhash64(nulls, *columns)))
+    return hashed.groupBy(DT_COL, DROP_REASON_COL).agg(
         F.count(F.lit(1)).alias("n"),
         F.sum(F.col(PRICE_FILLED_COL).cast("int")).alias("filled"),
         F.sum(F.col(LATE_COL).cast("int")).alias("late"),
-        F.sum(F.when(kept, F.xxhash64(*columns, nulls).cast("decimal(38,0)"))).alias("hash_sum"),
-        F.bit_xor(F.when(kept, F.xxhash64(F.lit("silver"), nulls, *columns))).alias("hash_xor"),
+        F.bit_xor("_hash").alias("hash_xor"),
+        F.sum(F.shiftright("_hash", 32)).alias("hash_sum"),
     )
 
 
@@ -338,14 +341,13 @@ def _event_counts(rows: list[Any]) -> dict[str, Any]:
 
 def silver_fingerprints(rows: list[Any], days: list[dt.date]) -> dict[str, dict[str, Any]]:
     """What each day's silver partition holds, from :func:`day_summaries` rows (a day without kept rows: empty)."""
-    out = {day.isoformat(): {"format": SILVER_FORMAT, "rows": 0, "hash_sum": "0", "hash_xor": 0} for day in days}
+    hashes = ("hash_xor", "hash_sum")
+    out: dict[str, dict[str, Any]] = {
+        day.isoformat(): {"format": SILVER_FORMAT, "rows": 0, **dict.fromkeys(hashes, 0)} for day in days
+    }
     for r in rows:
         if r[DROP_REASON_COL] is None and r[DT_COL].isoformat() in out:
-            out[r[DT_COL].isoformat()] |= {
-                "rows": int(r["n"]),
-                "hash_sum": str(r["hash_sum"] or 0),
-                "hash_xor": int(r["hash_xor"] or 0),
-            }
+            out[r[DT_COL].isoformat()] |= {"rows": int(r["n"]), **{h: int(r[h] or 0) for h in hashes}}
     return out
 
 

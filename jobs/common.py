@@ -112,11 +112,15 @@ def nfc(col: Column) -> Column:
 
 
 def clean_id(column: str | Column) -> Column:
-    """Trim whitespace (Unicode included) and NFC-normalise an id; empty strings become null so they count as missing."""
+    """Trim whitespace (Unicode included) and NFC-normalise an id; empty strings become null so they count as missing.
+
+    Written so that each row runs the trimming regex once: the blank and non-ASCII tests look at
+    the raw value (NFC leaves an ASCII string as it is, so testing before trimming changes nothing).
+    """
     col = F.col(column) if isinstance(column, str) else column
     trimmed = F.regexp_replace(col, r"^[\s\p{Z}]+|[\s\p{Z}]+$", "")
-    normalised = F.when(trimmed.rlike(r"[^\x00-\x7F]"), nfc(trimmed)).otherwise(trimmed)
-    return F.when(normalised == "", F.lit(None).cast("string")).otherwise(normalised)
+    normalised = F.when(col.rlike(r"[^\x00-\x7F]"), nfc(trimmed)).otherwise(trimmed)
+    return F.when(col.rlike(r"^[\s\p{Z}]*\z"), F.lit(None).cast("string")).otherwise(normalised)
 
 
 def read_days(spark: SparkSession, base: Path, days: Iterable[dt.date], schema: T.StructType) -> DataFrame:

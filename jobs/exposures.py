@@ -338,11 +338,15 @@ def run(
     for day in days:
         files = landing_files(lake.landing_exposures(day))
         previous = previous_manifest(bronze_exposures(lake, day))
-        if not force and previous is not None and previous.get("files") == fingerprint(files):
+        if not files:
+            bronze[day.isoformat()] = {"status": "empty", "rows_in": 0, "rows_out": 0, "rejected": 0}
+        elif not force and previous is not None and previous.get("files") == fingerprint(files):
             bronze[day.isoformat()] = {"status": "skipped", **previous.get("counts", {})}
         else:
             bronze[day.isoformat()] = _ingest_day(spark, lake, day, files)
-    silver = {day.isoformat(): _silver_day(spark, lake, day, force) for day in days}
+    silver = {
+        day.isoformat(): _silver_day(spark, lake, day, force) for day in days if bronze_exposures(lake, day).is_dir()
+    }
     report: dict[str, Any] = {
         "stage": "exposures",
         "run_date": run_date.isoformat(),

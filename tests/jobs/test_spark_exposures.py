@@ -134,6 +134,13 @@ def test_run_writes_bronze_silver_and_quarantine_and_skips_unchanged_days(spark,
     _land(lake, DAY, "api-a.jsonl", [json.dumps(record("r1")), json.dumps(record("r2")), "{broken"])
     _land(lake, DAY, "api-b.jsonl", [json.dumps(record("r2")), json.dumps(record("r3", items=[]))])
 
+    lake.landing_exposures(DAY + dt.timedelta(days=1)).mkdir(parents=True)  # a folder with no file yet
+    empty = exposures.run(lake.root, DAY + dt.timedelta(days=1), cfg, spark, window_days=1)
+    assert empty["bronze"] == {
+        (DAY + dt.timedelta(days=1)).isoformat(): {"status": "empty", "rows_in": 0, "rows_out": 0, "rejected": 0}
+    }
+    assert empty["silver"] == {}
+
     report = exposures.run(lake.root, DAY, cfg, spark, window_days=2)
     day = report["bronze"][DAY.isoformat()]
     assert day["status"] == "ingested"
