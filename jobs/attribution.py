@@ -28,7 +28,6 @@ day whose inputs are unchanged, so day D is redone once D + 1's exposures arrive
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import math
 import os
@@ -311,16 +310,13 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    def options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--force", action="store_true", help="re-attribute days whose inputs are unchanged")
-
     return run_job_main(
         run,
         "Attribute silver events to recommendation exposures.",
         "mercato-attribution",
         1,
         argv,
-        add_arguments=options,
+        force_help="re-attribute days whose inputs are unchanged",
     )
 
 

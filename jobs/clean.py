@@ -25,7 +25,6 @@ added with null attributes (counted).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 from collections.abc import Sequence
@@ -470,11 +469,6 @@ def run(
     return report
 
 
-def _add_force_option(parser: argparse.ArgumentParser) -> None:
-    """``--force``: clean's own option (→ ``run(force=True)``)."""
-    parser.add_argument("--force", action="store_true", help="rewrite silver days whose content is unchanged")
-
-
 def main(argv: list[str] | None = None) -> int:
     return run_job_main(
         run,
@@ -482,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         "mercato-clean",
         1,
         argv,
-        add_arguments=_add_force_option,
+        force_help="rewrite silver days whose content is unchanged",
     )
 
 

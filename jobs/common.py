@@ -357,16 +357,20 @@ def run_job_main(
     argv: list[str] | None = None,
     *,
     add_arguments: Callable[[argparse.ArgumentParser], object] | None = None,
+    force_help: str | None = None,
 ) -> int:
     """``main()`` of a spark-submit job: parse the common CLI, run the job, print its report as JSON.
 
     ``add_arguments`` adds a job's own options to the parser; each is passed to ``run`` as the
-    keyword argument named by its destination (``--force`` → ``force=``).
+    keyword argument named by its destination (``--force`` → ``force=``). ``force_help`` adds the
+    incremental jobs' ``--force`` (redo what is unchanged) with that help text.
     """
     from core.config import load_config
     from jobs.spark import get_spark
 
     parser = job_parser(description, default_window=default_window)
+    if force_help is not None:
+        parser.add_argument("--force", action="store_true", help=force_help)
     if add_arguments is not None:
         add_arguments(parser)
     args = vars(parser.parse_args(argv))

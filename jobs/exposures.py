@@ -25,7 +25,6 @@ records the bronze partitions it came from (D and D-1); an unchanged pair is ski
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -368,10 +367,6 @@ def run(
     return report
 
 
-def _add_force_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--force", action="store_true", help="re-ingest days whose landing files are unchanged")
-
-
 def main(argv: list[str] | None = None) -> int:
     return run_job_main(
         run,
@@ -379,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         "mercato-exposures",
         1,
         argv,
-        add_arguments=_add_force_option,
+        force_help="re-ingest days whose landing files are unchanged",
     )
 
 

@@ -21,7 +21,6 @@ in a single rename, so a rerun also removes that date's stale ``split=*`` tables
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 from collections.abc import Mapping
@@ -469,11 +468,6 @@ def run(
     return report
 
 
-def _add_force_option(parser: argparse.ArgumentParser) -> None:
-    """``--force``: features' own option (→ ``run(force=True)``)."""
-    parser.add_argument("--force", action="store_true", help="rebuild every day's (user, item) aggregates")
-
-
 def main(argv: list[str] | None = None) -> int:
     return run_job_main(
         run,
@@ -481,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "mercato-features",
         None,
         argv,
-        add_arguments=_add_force_option,
+        force_help="rebuild every day's (user, item) aggregates",
     )
 
 

@@ -17,7 +17,6 @@ order kept so that clean can let the last drop win.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -424,14 +423,14 @@ def run(
     return report
 
 
-def _add_force_option(parser: argparse.ArgumentParser) -> None:
-    """``--force``: ingest's own option (→ ``run(force=True)``)."""
-    parser.add_argument("--force", action="store_true", help="re-ingest days whose landing files are unchanged")
-
-
 def main(argv: list[str] | None = None) -> int:
     return run_job_main(
-        run, "Ingest landing JSONL into bronze Parquet.", "mercato-ingest", 1, argv, add_arguments=_add_force_option
+        run,
+        "Ingest landing JSONL into bronze Parquet.",
+        "mercato-ingest",
+        1,
+        argv,
+        force_help="re-ingest days whose landing files are unchanged",
     )
 
 

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
+from bench.serving_load import clustered
 from serving.index import ExactIndex, FaissIndex, augment_items, build_index
-
-
-def _clustered(n: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, dim)).astype(np.float32)
-    x = centres[rng.integers(0, clusters, n)] + 0.5 * rng.normal(size=(n, dim)).astype(np.float32)
-    x *= rng.lognormal(0.0, 0.2, size=(n, 1)).astype(np.float32)
-    return x.astype(np.float32), (0.5 * rng.normal(size=n)).astype(np.float32)
 
 
 def _brute(items: np.ndarray, bias: np.ndarray | None, q: np.ndarray, k: int, excl: list[set[int]]) -> list[list[int]]:
@@ -74,9 +65,8 @@ def test_bad_inputs_name_the_field() -> None:
 @pytest.mark.parametrize("method", ["ivf", "hnsw"])
 def test_faiss_recall_at_10_on_clustered_catalogue(method: str) -> None:
     n = 50_000 if method == "ivf" else 20_000
-    items, bias = _clustered(n, 32, 128, seed=1)
-    queries = _clustered(200, 32, 128, seed=1)[0] + 0.3 * np.random.default_rng(2).normal(size=(200, 32))
-    started = time.perf_counter()
+    items, bias = clustered(n, 32, 128, seed=1)
+    queries = clustered(200, 32, 128, seed=1)[0] + 0.3 * np.random.default_rng(2).normal(size=(200, 32))
     ann = FaissIndex(items, bias, method=method, threads=2)
     truth, _ = ExactIndex(items, bias).search(queries, 10)
     got, scores = ann.search(queries, 10)
@@ -84,11 +74,10 @@ def test_faiss_recall_at_10_on_clustered_catalogue(method: str) -> None:
     assert recall >= 0.95, f"{method} recall@10 = {recall:.3f}"
     exact_scores = np.take_along_axis(queries.astype(np.float32) @ items.T + bias, got, axis=1)
     np.testing.assert_allclose(scores, exact_scores, rtol=1e-4, atol=1e-4)
-    assert time.perf_counter() - started < 30
 
 
 def test_faiss_honours_exclude_and_still_returns_k() -> None:
-    items, bias = _clustered(3_000, 16, 16, seed=3)
+    items, bias = clustered(3_000, 16, 16, seed=3)
     q = items[:4] * 2
     exact = ExactIndex(items, bias)
     top, _ = exact.search(q, 30)
@@ -104,7 +93,7 @@ def test_faiss_honours_exclude_and_still_returns_k() -> None:
 
 
 def test_faiss_short_rows_fall_back_to_exact_and_are_counted() -> None:
-    items, bias = _clustered(2_000, 8, 50, seed=4)
+    items, bias = clustered(2_000, 8, 50, seed=4)
     ann = FaissIndex(items, bias, nlist=50, nprobe=1, threads=1)
     excl = [np.arange(1_990)]
     idx, _ = ann.search(items[:1], 10, exclude=excl)
@@ -113,7 +102,7 @@ def test_faiss_short_rows_fall_back_to_exact_and_are_counted() -> None:
 
 
 def test_auto_picks_exact_below_threshold_and_faiss_above() -> None:
-    items, bias = _clustered(1_000, 8, 10, seed=5)
+    items, bias = clustered(1_000, 8, 10, seed=5)
     small = build_index(items, bias, kind="auto", exact_max_items=1_000)
     large = build_index(items, bias, kind="auto", exact_max_items=999, nprobe=4, threads=1, batch_size=8)
     assert (small.kind, small.n_items) == ("exact", 1_000)
