@@ -23,7 +23,6 @@ import httpx
 
 from core.config import DEFAULT_CONFIG_PATH
 from tests.conftest import PROJECT_ROOT, require_binary
-from tests.serving.clusters import AUTH, TEST_KEYS_JSON
 from tests.services import (
     S3_ACCESS_KEY,
     S3_BUCKET,
@@ -36,6 +35,7 @@ from tests.services import (
     stop_process,
     weed_mini_command,
 )
+from tests.serving.clusters import AUTH, TEST_KEYS_JSON
 
 #: A loaded 2-core machine starts the API (torch import, model load, smoke test) in 5-30 s.
 API_START_TIMEOUT_S = 180.0
@@ -47,7 +47,9 @@ def serving_config(folder: Path, **serving: object) -> Path:
     head, _, rest = text.partition("\n[serving]\n")
     section, nxt, tail = rest.partition("\n[")
     for key, value in serving.items():
-        literal = json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else value
+        literal = (
+            json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else value
+        )
         section, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {literal}", section)
         assert n == 1, f"[serving] {key} is not in {DEFAULT_CONFIG_PATH}"
     folder.mkdir(parents=True, exist_ok=True)

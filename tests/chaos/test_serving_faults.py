@@ -31,11 +31,10 @@ from tests.chaos.serving_procs import (
     running_api,
     serving_config,
     silent_listener,
-    start_api,
 )
 from tests.conftest import PROJECT_ROOT
-from tests.serving.clusters import AUTH, export_bpr, flipped_copy
 from tests.services import S3Server
+from tests.serving.clusters import AUTH, export_bpr, flipped_copy
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -231,10 +230,12 @@ def test_redis_hang_and_death_answer_fast_without_live_state_then_recover(tmp_pa
 
 @pytest.mark.services
 def test_a_redis_that_accepts_but_never_answers_at_start(tmp_path: Path, registry: Path) -> None:
-    with silent_listener() as port:
-        with running_api(tmp_path / "home", str(registry), RECSYS_STATE_URI=f"redis://127.0.0.1:{port}/0") as api:
-            results = hammer(api, 2.0)
-            worst = assert_degraded_answers(api, results, "redis-silent")
+    with (
+        silent_listener() as port,
+        running_api(tmp_path / "home", str(registry), RECSYS_STATE_URI=f"redis://127.0.0.1:{port}/0") as api,
+    ):
+        results = hammer(api, 2.0)
+        worst = assert_degraded_answers(api, results, "redis-silent")
     print(f"\nsilent Redis at start: {len(results)} requests, worst {1e3 * worst:.0f} ms")
 
 
@@ -298,8 +299,8 @@ def tiny_filesystem(where: Path, size: str = "256k") -> Iterator[Path]:
     """A tmpfs of ``size`` mounted at ``where`` (root only; skips otherwise)."""
     where.mkdir(parents=True)
     mount = shutil.which("mount")
-    done = subprocess.run([mount or "mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True, text=True)  # fmt: skip
+    command = [mount or "mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)]
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"a full disk is simulated with a {size} tmpfs, and mounting one needs root: {done.stderr.strip()}")
     try:
@@ -311,12 +312,8 @@ def tiny_filesystem(where: Path, size: str = "256k") -> Iterator[Path]:
 def fill(folder: Path) -> Path:
     """Write to ``folder`` until its filesystem is full; returns the filler file."""
     filler = folder / "filler"
-    with open(filler, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 4096)
-                fh.flush()
-        except OSError:
+    with open(filler, "wb", buffering=0) as fh, contextlib.suppress(OSError):
+        while fh.write(b"\0" * 4096):
             pass
     return filler
 
@@ -400,9 +397,10 @@ def test_escaping_and_tampered_artifacts_are_refused_while_the_old_model_serves(
         payload.write_text("outside the cache")
         files = {p.name: sha256_file(p) for p in sorted(version_dir.iterdir())}
         files["../../escaped.txt"] = sha256_file(payload)
-        manifest = {"model_name": "bpr", "version": "2", "files": files, "checksum": overall_checksum(files)}
+        checksum = overall_checksum(files)
+        manifest = {"model_name": "bpr", "version": "2", "files": files, "checksum": checksum}
         (version_dir / MANIFEST).write_text(json.dumps(manifest))
-        write_pointer(registry, "bpr", "2", manifest["checksum"])
+        write_pointer(registry, "bpr", "2", checksum)
         assert refused_after(0) == 1, api.log()
         still_serving_v1()
         outside = [p for p in tmp_path.rglob("escaped.txt") if p != payload]
@@ -479,8 +477,7 @@ def race(uri: str, versions: list[str], work: Path) -> list[dict]:
 
 
 def promotion_race(uri: str, artifact: Path, work: Path, s3: S3Server | None = None) -> None:
-    kwargs = {} if s3 is None else {"endpoint_url": s3.endpoint_url, "region": s3.region}
-    reg = ServingRegistry(uri, **kwargs)
+    reg = ServingRegistry(uri, endpoint_url=s3.endpoint_url if s3 else None, region=s3.region if s3 else None)
     for version in ("1", "2", "3"):
         reg.publish(artifact, "bpr", version)
     reg.set_champion("bpr", "1")
@@ -510,4 +507,3 @@ def test_concurrent_promotions_on_s3_the_stale_writer_loses(
 ) -> None:
     """weed answers ``If-Match`` / ``If-None-Match`` on PutObject with 412 (checked here), so S3 needs no lock object."""
     promotion_race(s3_env.fresh_prefix(), artifact, tmp_path / "race", s3_env)
-
