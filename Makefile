@@ -55,6 +55,7 @@ bench: venv
 	$(PY) -m bench.quality --profile quick
 	$(PY) -m bench.train_speed
 	$(PY) -m bench.serving_load
+	$(PY) -m bench.durability
 	$(PY) -m bench.pipeline_incremental
 
 ui-mlflow: venv
