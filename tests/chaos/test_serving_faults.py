@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -143,42 +143,54 @@ def test_kill_9_under_load_lands_every_acknowledged_event_exactly_once(tmp_path:
 
 
 # ---- b. Redis hangs, dies, or never answers ---------------------------------------------------------------
-def hammer(api: Api, seconds: float, threads: int = 4) -> list[tuple[float, int, bool | None]]:
-    """GET recommendations from ``threads`` clients for ``seconds``: (latency, status, live) per request."""
-    out: list[tuple[float, int, bool | None]] = []
+#: One answered recommendation: (seconds since the load began when it was sent, latency, status, live).
+Answer = tuple[float, float, int, bool | None]
+
+
+def hammer(
+    api: Api, seconds: float, threads: int = 4, fault: Callable[[], None] | None = None, fault_after: float = 0.0
+) -> list[Answer]:
+    """GET recommendations from ``threads`` clients for ``seconds``; ``fault`` is done ``fault_after`` seconds in."""
+    out: list[Answer] = []
     lock = threading.Lock()
-    until = time.monotonic() + seconds
+    began = time.monotonic()
+    until = began + seconds
 
     def run(n: int) -> None:
         with httpx.Client(base_url=api.base, headers=AUTH, timeout=30) as client:
             i = n
             while time.monotonic() < until:
+                sent = time.monotonic() - began
                 started = time.perf_counter()
                 resp = client.get(f"/v1/recommendations/{USERS[i % len(USERS)]}", params={"k": 5})
                 took = time.perf_counter() - started
                 live = resp.json().get("live") if resp.status_code == 200 else None
                 with lock:
-                    out.append((took, resp.status_code, live))
+                    out.append((sent, took, resp.status_code, live))
                 i += threads
 
     workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
     for worker in workers:
         worker.start()
+    if fault is not None:
+        time.sleep(fault_after)
+        fault()
     for worker in workers:
         worker.join(seconds + 60)
     return out
 
 
-def assert_degraded_answers(api: Api, results: list[tuple[float, int, bool | None]], what: str) -> float:
-    """Every request answered 200 within the bound, flagged ``live: false`` once the breaker opened; events get
-    503 + Retry-After; health says degraded (state). Returns the worst latency."""
-    assert results, f"{what}: no request was answered"
-    worst = max(took for took, _, _ in results)
-    statuses = Counter(status for _, status, _ in results)
+def assert_degraded_answers(api: Api, results: list[Answer], what: str, fault_after: float = 0.0) -> float:
+    """Every request (before and after the fault) answered 200 within the bound; those sent after the fault
+    say ``live: false``; events get 503 + Retry-After; health says degraded (state). Returns the worst latency."""
+    after = [r for r in results if r[0] > fault_after + 0.2]
+    assert after, f"{what}: no request was answered after the fault"
+    worst = max(took for _, took, _, _ in results)
+    statuses = Counter(status for _, _, status, _ in results)
     assert statuses == {200: len(results)}, f"{what}: {statuses}"
     assert worst < MAX_LATENCY_S, f"{what}: a request waited {worst:.3f}s (bound {MAX_LATENCY_S}s)"
-    assert results[-1][2] is False, f"{what}: the answers after the failure must say live=false"
-    assert sum(1 for *_, live in results if live is False) >= len(results) - 8, f"{what}: answers claimed live state"
+    claimed = [r for r in after if r[3] is not False]
+    assert not claimed, f"{what}: {len(claimed)} answers after the fault claimed live state"
     events = httpx.post(f"{api.base}/v1/events", json={"events": event_batch(what, 3)}, headers=AUTH, timeout=5)
     assert events.status_code == 503 and int(events.headers["Retry-After"]) >= 1, (what, events.text)
     health = api.health().json()
@@ -206,17 +218,17 @@ def test_redis_hang_and_death_answer_fast_without_live_state_then_recover(tmp_pa
             ok = httpx.post(f"{api.base}/v1/events", json={"events": event_batch("warm", 5)}, headers=AUTH, timeout=5)
             assert ok.status_code == 202, ok.text
             before = hammer(api, 1.0, threads=2)
-            assert before and all(status == 200 and live for _, status, live in before), Counter(before)
+            assert before and all(status == 200 and live for _, _, status, live in before), Counter(before)
 
-            redis.signal(signal.SIGSTOP)  # hangs: connections open, nothing answered
-            hung = hammer(api, 3.0)
-            worst_hang = assert_degraded_answers(api, hung, "redis-hang")
+            # mid-load, Redis hangs (SIGSTOP: connections stay open, nothing is answered)
+            hung = hammer(api, 4.0, fault=lambda: redis.signal(signal.SIGSTOP), fault_after=1.0)
+            worst_hang = assert_degraded_answers(api, hung, "redis-hang", fault_after=1.0)
             redis.signal(signal.SIGCONT)
             back_after_hang = wait_live(api)
 
-            redis.kill()  # dies: connections refused
-            dead = hammer(api, 3.0)
-            worst_dead = assert_degraded_answers(api, dead, "redis-down")
+            # mid-load, Redis dies (connections refused)
+            dead = hammer(api, 4.0, fault=redis.kill, fault_after=1.0)
+            worst_dead = assert_degraded_answers(api, dead, "redis-down", fault_after=1.0)
             redis.start()
             back_after_restart = wait_live(api)
             print(
