@@ -519,3 +519,27 @@ def test_concurrent_promotions_on_s3_the_stale_writer_loses(
 ) -> None:
     """weed answers ``If-Match`` / ``If-None-Match`` on PutObject with 412 (checked here), so S3 needs no lock object."""
     promotion_race(s3_env.fresh_prefix(), artifact, tmp_path / "race", s3_env)
+
+
+def test_a_full_disk_under_the_write_ahead_log_refuses_at_once_and_acknowledges_nothing(
+    tmp_path: Path, registry: Path
+) -> None:
+    """The default layout: the log (``<home>/serving/wal``) and the lake on one disk. When it is full no batch
+    can be made durable, so none is acknowledged: 503 + Retry-After at once; with space again, 202."""
+    with tiny_filesystem(tmp_path / "disk") as disk:
+        config = serving_config(tmp_path, landing_flush_seconds=0.2, log_exposures=False)
+        env = {"RECSYS_LAKE_URI": str(disk / "lake"), "RECSYS_WAL_DIR": str(disk / "wal")}
+        with running_api(tmp_path / "home", str(registry), config, **env) as api:
+            first = event_batch("before", 20)
+            assert httpx.post(f"{api.base}/v1/events", json={"events": first}, headers=AUTH).status_code == 202
+            filler = fill(disk)
+            refused = httpx.post(f"{api.base}/v1/events", json={"events": event_batch("full", 20)}, headers=AUTH)
+            assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1, refused.text
+            assert "nothing of this batch was kept" in refused.json()["error"], refused.text
+            filler.unlink()
+            after = event_batch("after", 20)
+            resp = httpx.post(f"{api.base}/v1/events", json={"events": after}, headers=AUTH)
+            assert resp.status_code == 202, resp.text
+            api.stop()
+        found = landed(disk / "lake")
+    assert set(found) == {e["event_id"] for e in first + after} and set(found.values()) == {1}, found
