@@ -54,6 +54,7 @@ from core.lake import Lake
 from jobs.common import (
     BRONZE_EVENT_SCHEMA,
     ITEM_SCHEMA,
+    REQUEST_EVENT_COLUMNS,
     SOURCE_FILE_COL,
     SOURCE_MTIME_COL,
     SOURCE_SEQ_COL,
@@ -254,7 +255,7 @@ def clean_events(
 
 def silver_rows(labelled: DataFrame) -> DataFrame:
     """The kept rows in the silver column order (``dt`` kept when present)."""
-    extra = [DT_COL] if DT_COL in labelled.columns else []
+    extra = [c for c in (*REQUEST_EVENT_COLUMNS, DT_COL) if c in labelled.columns]
     return labelled.filter(_keep()).select(*EVENT_COLUMNS, *extra)
 
 
@@ -302,7 +303,7 @@ def day_summaries(labelled: DataFrame) -> DataFrame:
     silver rows whatever their order, so a day whose rows hash as before is not rewritten. Kept rows
     never repeat (their event ids are unique), so XOR cannot cancel a pair.
     """
-    columns = [F.col(c) for c in EVENT_COLUMNS]
+    columns = [F.col(c) for c in (*EVENT_COLUMNS, *REQUEST_EVENT_COLUMNS) if c in labelled.columns]
     nulls = sum((F.when(c.isNull(), F.lit(1 << n)).otherwise(F.lit(0)) for n, c in enumerate(columns)), F.lit(0))
     hashed = labelled.withColumn("_hash", F.when(_keep(), F.xxhash64(nulls, *columns)))
     return hashed.groupBy(DT_COL, DROP_REASON_COL).agg(

@@ -34,6 +34,7 @@ from core.contract import (
     USER_COL,
 )
 from core.lake import Lake, commit_path, staging_path
+from core.online import POSITION_COL, REQUEST_ID_COL
 from core.settings import get_settings
 
 #: ``com.ibm.icu.text.Normalizer.compose(s, false)`` is NFC.
@@ -41,6 +42,11 @@ NFC_CLASS = "com.ibm.icu.text.Normalizer"
 
 #: Rows per output Parquet file; day partitions and gold tables stay at one or two files.
 ROWS_PER_FILE = 2_000_000
+
+#: Event columns kept from landing to silver after the contract's: the recommendation answer an event followed
+#: (``request_id``) and the item's 1-based ``position`` in it, null on events that followed none (attribution
+#: reads them; partitions written before them read as null).
+REQUEST_EVENT_COLUMNS: tuple[str, ...] = (REQUEST_ID_COL, POSITION_COL)
 
 BRONZE_EVENT_SCHEMA = T.StructType(
     [
@@ -52,6 +58,8 @@ BRONZE_EVENT_SCHEMA = T.StructType(
         T.StructField(SESSION_COL, T.StringType()),
         T.StructField(PRICE_COL, T.DoubleType()),
         T.StructField(QUANTITY_COL, T.IntegerType()),
+        T.StructField(REQUEST_ID_COL, T.StringType()),
+        T.StructField(POSITION_COL, T.IntegerType()),
     ]
 )
 

@@ -49,7 +49,9 @@ from core.contract import (
     USER_COL,
 )
 from core.lake import Lake
+from core.online import POSITION_COL, REQUEST_ID_COL
 from jobs.common import (
+    REQUEST_EVENT_COLUMNS,
     SOURCE_FILE_COL,
     SOURCE_MTIME_COL,
     SOURCE_SEQ_COL,
@@ -72,7 +74,19 @@ BAD_TS = "unparseable_ts"
 #: Counted, never written: an empty line is not a record.
 NOT_RECORDS = (BLANK,)
 
-RAW_EVENT_FIELDS = (EVENT_ID_COL, USER_COL, ITEM_COL, EVENT_TYPE_COL, TS_COL, SESSION_COL, PRICE_COL, QUANTITY_COL)
+RAW_EVENT_FIELDS = (
+    EVENT_ID_COL,
+    USER_COL,
+    ITEM_COL,
+    EVENT_TYPE_COL,
+    TS_COL,
+    SESSION_COL,
+    PRICE_COL,
+    QUANTITY_COL,
+    *REQUEST_EVENT_COLUMNS,
+)
+#: What bronze keeps of an event: the contract's columns, then the request it followed.
+BRONZE_EVENT_COLUMNS = (*EVENT_COLUMNS, *REQUEST_EVENT_COLUMNS)
 RAW_ITEM_FIELDS = (ITEM_COL, CATEGORY_COL, BRAND_COL, PRICE_COL, AVAILABLE_COL, TITLE_COL, ATTRIBUTES_COL)
 
 
@@ -141,7 +155,8 @@ def event_id_expr(
 def type_events(parsed: DataFrame) -> DataFrame:
     """Cast parsed event lines to the bronze schema; a present but unparseable ``ts`` is rejected.
 
-    Adds ``price_invalid``/``quantity_invalid`` (1 when a given value did not cast) for the report.
+    Adds ``price_invalid``/``quantity_invalid`` (1 when a given value did not cast) for the report. The
+    request columns are kept: ``request_id`` trimmed (blank → null), ``position`` an integer >= 1, else null.
     """
     ts_raw = _blank_to_null(F.col(TS_COL))
     ts = F.try_to_timestamp(ts_raw)
@@ -164,8 +179,16 @@ def type_events(parsed: DataFrame) -> DataFrame:
         .withColumnsRenamed({"_ts": TS_COL, "_price": PRICE_COL, "_quantity": QUANTITY_COL, "_reason": REASON_COL})
         .withColumn(EVENT_ID_COL, F.coalesce(F.trim(_blank_to_null(F.col(EVENT_ID_COL))), event_id_expr()))
     )
-    extra = [c for c in typed.columns if c not in EVENT_COLUMNS]
-    return typed.select(*EVENT_COLUMNS, *extra)
+    if REQUEST_ID_COL in typed.columns:
+        position = F.expr(f"try_cast(try_cast({POSITION_COL} as double) as int)")
+        typed = typed.withColumns(
+            {
+                REQUEST_ID_COL: F.trim(_blank_to_null(F.col(REQUEST_ID_COL))),
+                POSITION_COL: F.when(position >= 1, position).otherwise(F.lit(None).cast("int")),
+            }
+        )
+    columns = [c for c in BRONZE_EVENT_COLUMNS if c in typed.columns]
+    return typed.select(*columns, *[c for c in typed.columns if c not in columns])
 
 
 def _raw_only_if_rejected(labelled: DataFrame) -> DataFrame:
@@ -388,7 +411,7 @@ def run(
         spark,
         units,
         transform=ingest_events,
-        columns=EVENT_COLUMNS,
+        columns=BRONZE_EVENT_COLUMNS,
         invalid_cols=("price_invalid", "quantity_invalid"),
         force=force,
     )

@@ -138,8 +138,13 @@ def start_experiment(
     cfg: Config | None = None,
     registry: ServingRegistry | None = None,
     origin: str | None = None,
+    started_at: str | None = None,
 ) -> dict[str, Any]:
     """Write a running experiment to the serving registry; returns the document written.
+
+    ``started_at`` (ISO-8601 UTC) is when the experiment's clock starts: now by default; a simulation that
+    replays past days (``bench.online_ab``) starts it at its first simulated day, so that the report's
+    pre-period (CUPED) ends where the simulated experiment begins.
 
     Refused (``ExperimentRefused``, saying why) while another experiment runs, when a treatment did
     not pass the offline gates (:func:`offline_gate`), or when the document is invalid.
@@ -155,7 +160,9 @@ def start_experiment(
             f"experiment {current['name']!r} is running; stop it first (python -m training.experiment stop)"
         )
     try:
-        doc = new_document(name, control, treatments, shares, salt, kind, started_at=_utcnow(), origin=origin)
+        doc = new_document(
+            name, control, treatments, shares, salt, kind, started_at=started_at or _utcnow(), origin=origin
+        )
     except ExperimentError as exc:
         raise ExperimentRefused(str(exc)) from None
     reasons = [why for model, version in treatments if (why := offline_gate(registry, model, version, rules))]

@@ -48,9 +48,9 @@ def ev(eid, user, item, etype="view", ts=T0, price=None, day=DAY, session=None):
     return (eid, user, item, etype, ts, session, price, 1, day)
 
 
-def bronze_ev(eid, user, item, etype="view", ts=T0, price=None):
+def bronze_ev(eid, user, item, etype="view", ts=T0, price=None, request_id=None, position=None):
     """A bronze row as ingest writes it (no ``dt``: the partition folder gives it)."""
-    return ev(eid, user, item, etype, ts, price)[:-1]
+    return (*ev(eid, user, item, etype, ts, price)[:-1], request_id, position)
 
 
 def test_ids_are_trimmed_and_nfc_normalised(spark):
@@ -202,7 +202,7 @@ def test_run_reports_and_writes_what_clean_events_labels(spark, tmp_path):
     lake = Lake(tmp_path / "lake")
     bronze_days = {
         day1: [
-            bronze_ev("a1", "u1", "i1", price=None),  # price filled from the catalogue
+            bronze_ev("a1", "u1", "i1", price=None, request_id="r1", position=2),  # price filled from the catalogue
             bronze_ev("a2", " u1 ", "i2", etype="purchase", price=5.0),
             bronze_ev("a3", "u2", "i1", etype="teleport"),
             bronze_ev("a4", "u3", "i9", ts=dt.datetime(2024, 2, 20)),  # late; i9 not in the catalogue
@@ -253,6 +253,8 @@ def test_run_reports_and_writes_what_clean_events_labels(spark, tmp_path):
     for day in (day1, DAY):
         written = spark.read.parquet(str(lake.silver_events(day)))
         assertDataFrameEqual(written, silver_rows(labelled).filter(F.col("dt") == F.lit(day)).drop("dt"))
+    followed = spark.read.parquet(str(lake.silver_events(day1))).filter(F.col("request_id").isNotNull())
+    assert [tuple(r) for r in followed.select("event_id", "request_id", "position").collect()] == [("a1", "r1", 2)]
     labelled.unpersist()
 
 

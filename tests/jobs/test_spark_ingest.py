@@ -15,7 +15,15 @@ from core.contract import EVENT_COLUMNS, ITEM_COLUMNS
 from core.lake import Lake
 from jobs import ingest
 from jobs.common import rejected_path
-from jobs.ingest import REASON_COL, SOURCE_MANIFEST, accepted, ingest_events, ingest_items, rejected
+from jobs.ingest import (
+    BRONZE_EVENT_COLUMNS,
+    REASON_COL,
+    SOURCE_MANIFEST,
+    accepted,
+    ingest_events,
+    ingest_items,
+    rejected,
+)
 
 pytestmark = pytest.mark.spark
 
@@ -73,6 +81,22 @@ def test_events_are_typed_and_bad_lines_quarantined(spark):
     assert labelled.filter(F.col(REASON_COL) == "blank_line").count() == 1
 
 
+def test_events_keep_the_request_they_followed(spark):
+    """``request_id`` and ``position`` (sent back by the shop after a recommendation) reach bronze; a position that
+    is not an integer >= 1 and a blank request id are null."""
+    lines = [
+        '{"user_id": "u1", "item_id": "i1", "event_type": "click", "ts": "2024-03-01T08:00:00Z", '
+        '"request_id": " 01J9Z3ABC ", "position": 3}',
+        '{"user_id": "u2", "item_id": "i2", "event_type": "click", "ts": "2024-03-01T08:00:00Z", '
+        '"request_id": "", "position": 0}',
+        '{"user_id": "u3", "item_id": "i3", "event_type": "view", "ts": "2024-03-01T08:00:00Z", "position": "x"}',
+    ]
+    labelled = ingest_events(_lines(spark, lines))
+    assert tuple(accepted(labelled, BRONZE_EVENT_COLUMNS).columns) == (*EVENT_COLUMNS, "request_id", "position")
+    rows = labelled.select("user_id", "request_id", "position").orderBy("user_id").collect()
+    assert [tuple(r) for r in rows] == [("u1", "01J9Z3ABC", 3), ("u2", None, None), ("u3", None, None)]
+
+
 def test_items_keep_lists_and_flag_uncastable_fields(spark):
     lines = [
         '{"item_id": "i1", "category": "shoes", "brand": "b", "price": 9.5, "available": true, "attributes": ["red", "42"]}',
@@ -107,7 +131,7 @@ def test_run_writes_every_changed_day_with_its_manifest_and_quarantine(spark, tm
     assert report["ingested_days"] == [d1.isoformat(), d2.isoformat(), d3.isoformat()]
     for day, lines in landed.items():
         expected = ingest_events(_lines(spark, lines)).cache()
-        assertDataFrameEqual(spark.read.parquet(str(lake.bronze_events(day))), accepted(expected, EVENT_COLUMNS))
+        assertDataFrameEqual(spark.read.parquet(str(lake.bronze_events(day))), accepted(expected, BRONZE_EVENT_COLUMNS))
         manifest = json.loads((lake.bronze_events(day) / SOURCE_MANIFEST).read_text())
         assert manifest["counts"] == {k: v for k, v in report["days"][day.isoformat()].items() if k != "status"}
         quarantine = rejected_path(lake, day)
