@@ -18,6 +18,12 @@ page reflects them and the lake can attribute them.
 ``attractiveness`` is the simulator's hidden preference, never shown to the models: a better model
 earns a higher click-through rate (``ShopperReport.ctr``, per experiment arm in ``by_arm``).
 
+``complement_interest`` > 0 adds the simulator's other habit, the one a sequential model can learn and
+popularity cannot: its users very often look next at a *complement* of the item they last touched. A
+complement of the shopper's last item (her last item in ``recent``, the history before the run, then the
+last one she clicked) is then at least as attractive as ``complement_interest`` × that complement's weight
+(``SimConfig.complement_decay``: the first complement weighs most); 0 (default) = tastes only.
+
 Pure Python + httpx + numpy (no Spark): ``python -m jobs.shoppers --api http://localhost:8000``.
 """
 
@@ -29,7 +35,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -57,6 +63,8 @@ class ShopperConfig:
     #: How much a favourite category and a favourite brand weigh in attractiveness (sum <= 1).
     category_weight: float = 0.7
     brand_weight: float = 0.3
+    #: Attractiveness of the complements of the shopper's last item (× each complement's weight); 0 = off.
+    complement_interest: float = 0.0
     cart_prob: float = 0.3
     purchase_prob: float = 0.5
     seed: int = 7
@@ -69,7 +77,7 @@ class ShopperConfig:
                 raise ValueError(f"ShopperConfig.{name} must be at least 1 (got {getattr(self, name)})")
         if self.category_weight + self.brand_weight > 1 + 1e-9:
             raise ValueError("ShopperConfig.category_weight + brand_weight must not exceed 1")
-        for name in ("base_interest", "cart_prob", "purchase_prob"):
+        for name in ("base_interest", "complement_interest", "cart_prob", "purchase_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"ShopperConfig.{name} must be within 0..1")
 
@@ -180,7 +188,15 @@ def _iso(day_start: dt.datetime, seconds: float) -> str:
 class Shoppers:
     """Simulated shoppers of one shop browsing one API (``base_url``)."""
 
-    def __init__(self, sim: SimConfig, cfg: ShopperConfig, shop: Shop | None = None) -> None:
+    def __init__(
+        self,
+        sim: SimConfig,
+        cfg: ShopperConfig,
+        shop: Shop | None = None,
+        recent: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """``recent``: each shopper's items before the run (user id → item ids, oldest first), whose last one
+        ``complement_interest`` starts from."""
         if cfg.n_users > sim.n_users:
             raise ValueError(f"{cfg.n_users} shoppers asked of a shop with {sim.n_users} users; lower n_users")
         self.sim = sim
@@ -190,6 +206,25 @@ class Shoppers:
         #: The shoppers: the shop's first ``n_users`` users that are not bots (simulator indices).
         self.users = np.asarray([u for u in range(sim.n_users) if u not in bots][: cfg.n_users], dtype=np.int64)
         self.item_index = {item_id(i): i for i in range(sim.n_items)}
+        weights = np.diff(np.concatenate([[0.0], self.shop.complement_cdf.astype(np.float64)]))
+        self._complement_weights = weights
+        #: Each shopper's last item (simulator index); one thread serves a shopper at a time.
+        self._last: dict[int, int] = {}
+        for uid, items in (recent or {}).items():
+            known = [self.item_index[i] for i in items if i in self.item_index]
+            if known and uid.startswith("u") and uid[1:].isdigit():
+                self._last[int(uid[1:])] = known[-1]
+
+    def _likes(self, user: int) -> np.ndarray:
+        """The shopper's attractiveness of every item now: tastes, raised for the complements of her last item."""
+        likes = attractiveness(self.shop, np.asarray([user]), self.cfg)[0]
+        last = self._last.get(user)
+        if self.cfg.complement_interest > 0 and last is not None:
+            complements = self.shop.complements[last]
+            boost = self.cfg.complement_interest * self._complement_weights[: len(complements)]
+            available = self.shop.item_available[complements]
+            likes[complements] = np.where(available, np.maximum(likes[complements], boost), 0.0)
+        return likes
 
     def run(self, base_url: str, api_key: str | None = None) -> ShopperReport:
         """Every shopper's sessions of every simulated day, ``concurrency`` shoppers at a time; ``api_key``
@@ -216,7 +251,7 @@ class Shoppers:
         cfg = self.cfg
         report = ShopperReport()
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, date.toordinal(), user]))
-        likes = attractiveness(self.shop, np.asarray([user]), cfg)[0]
+        likes = self._likes(user)
         day_start = dt.datetime(date.year, date.month, date.day, tzinfo=dt.UTC)
         uid = user_id(user)
         for session in range(int(rng.poisson(cfg.sessions_per_day))):
@@ -232,6 +267,10 @@ class Shoppers:
                     continue
                 events = self._browse(body, likes, uid, session_id, day_start, clock, rng, report)
                 clock += 60.0
+                clicked = [self.item_index.get(e["item_id"]) for e in events if e["event_type"] == "click"]
+                if clicked and clicked[-1] is not None and cfg.complement_interest > 0:
+                    self._last[user] = clicked[-1]
+                    likes = self._likes(user)
                 if not events:
                     continue
                 try:

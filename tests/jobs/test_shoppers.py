@@ -38,6 +38,21 @@ def test_hidden_preference_and_position_bias() -> None:
     assert bias[0] == 1.0 and bias[9] == pytest.approx(0.1) and (np.diff(bias) < 0).all()
 
 
+def test_complement_interest_raises_the_complements_of_the_last_item() -> None:
+    shop = build_shop(SIM)
+    user, last = 0, int(np.flatnonzero(shop.item_available)[0])
+    recent = {user_id(user): [item_id(5), item_id(last)]}
+    tastes = Shoppers(SIM, ShopperConfig(n_users=10), shop, recent)._likes(user)
+    assert np.array_equal(tastes, attractiveness(shop, np.asarray([user]))[0]), "0 (default): tastes only"
+    habit = Shoppers(SIM, ShopperConfig(n_users=10, complement_interest=1.0), shop, recent)._likes(user)
+    complements = shop.complements[last]
+    weights = np.diff(np.r_[0.0, shop.complement_cdf])
+    expected = np.where(shop.item_available[complements], np.maximum(tastes[complements], weights), 0.0)
+    assert np.allclose(habit[complements], expected) and habit[complements].max() > tastes[complements].max()
+    others = np.setdiff1d(np.arange(SIM.n_items), complements)
+    assert np.array_equal(habit[others], tastes[others])
+
+
 def _toy(users: np.ndarray, items: np.ndarray) -> ToyRecommender:
     model = ToyRecommender(profile="quick")
     model.user_ids = np.asarray([user_id(u) for u in range(SIM.n_users)], dtype=object)
