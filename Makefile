@@ -56,6 +56,8 @@ bench: venv
 	$(PY) -m bench.train_speed
 	$(PY) -m bench.serving_load
 	$(PY) -m bench.durability
+	$(PY) -m bench.online_ab
+	$(PY) -m bench.online_aa
 	$(PY) -m bench.pipeline_incremental
 
 ui-mlflow: venv
