@@ -391,8 +391,10 @@ def _write_jsonl(frame: pd.DataFrame, target: Path) -> None:
 def write_landing(events: pd.DataFrame, items: pd.DataFrame | None, lake_root: str | Path, fmt: str) -> dict[str, Any]:
     """Write events as ``landing/events/dt=<UTC day of ts>/<fmt>-<part>.jsonl`` and the catalogue.
 
-    Files of this ``fmt`` from an earlier landing are replaced (same names) or removed (days or
-    parts no longer present), so re-landing a source never duplicates it. Rows without a
+    Files of this ``fmt`` from an earlier landing are replaced (same names) or, within the days this
+    landing spans, removed (days or parts no longer present), so re-landing a source never
+    duplicates it; days before or after its span are left alone, so a daily drop never deletes the
+    days landed before it. Rows without a
     timestamp cannot be placed in a day: they are dropped and counted as ``dropped_no_ts``.
     """
     lake = Lake(lake_root)
@@ -412,7 +414,12 @@ def write_landing(events: pd.DataFrame, items: pd.DataFrame | None, lake_root: s
             written.add(target)
             files.append(str(target))
         rows_per_day[str(d)] = len(part)
-    stale = [p for p in lake.landing_events().glob(f"dt=*/{fmt}-*.jsonl") if p not in written]
+    first, last = (min(rows_per_day), max(rows_per_day)) if rows_per_day else ("", "")
+    stale = [
+        p
+        for p in lake.landing_events().glob(f"dt=*/{fmt}-*.jsonl")
+        if p not in written and first <= p.parent.name.removeprefix("dt=") <= last
+    ]
     for p in stale:
         p.unlink()
     report: dict[str, Any] = {

@@ -150,11 +150,21 @@ def test_land_partitions_by_day_and_rerun_replaces(tmp_path: Path) -> None:
 
     land(tmp_path / "src", "events", lake, dt.date(2026, 2, 2))
     assert len(read_events(lake / "landing")[0]) == 3
+    # a new day's drop keeps the days landed before it ...
     _write(tmp_path / "src" / "events.csv", EVENTS_CSV.splitlines()[0] + "\n" + EVENTS_CSV.splitlines()[3] + "\n")
     again = land(tmp_path / "src", "events", lake, dt.date(2026, 2, 2))
-    assert again["stale_files_removed"] == 1 and not day1.exists()
-    assert data_end_date(lake / "landing" / "events", "events") == dt.date(2026, 2, 2)
-    assert data_end_date(tmp_path / "src", "events") == dt.date(2026, 2, 2)
+    assert again["stale_files_removed"] == 0 and day1.exists()
+    assert len(read_events(lake / "landing")[0]) == 3
+    # ... while a re-landed source that no longer has a day inside its span removes that day's file
+    day3 = EVENTS_CSV.splitlines()[1].replace("e1,", "e9,").replace("2026-02-01", "2026-02-03")
+    _write(
+        tmp_path / "src" / "events.csv", EVENTS_CSV.splitlines()[0] + "\n" + EVENTS_CSV.splitlines()[1] + "\n" + day3
+    )
+    spanning = land(tmp_path / "src", "events", lake, dt.date(2026, 2, 3))
+    assert spanning["stale_files_removed"] == 1 and day1.exists()
+    assert not (lake / "landing" / "events" / "dt=2026-02-02" / "events-0.jsonl").exists()
+    assert data_end_date(lake / "landing" / "events", "events") == dt.date(2026, 2, 3)
+    assert data_end_date(tmp_path / "src", "events") == dt.date(2026, 2, 3)
 
 
 def test_land_simulated_ends_at_run_date(tmp_path: Path) -> None:
