@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "jobs": {"core"},
     "expectations": {"core", "jobs"},
     "dags": {"core", "jobs", "expectations", "training"},
-    "bench": {"core", "evaluation", "models", "training", "serving", "jobs"},
+    "bench": {"core", "evaluation", "models", "training", "serving", "jobs", "expectations"},
 }
 ROOMS = set(ALLOWED) | {"tests"}
 
