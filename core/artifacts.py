@@ -14,13 +14,20 @@ and tests write them through the same function; nobody else names or parses thes
 
 Every file is optional on read: a model without them still serves (no fallback lists, no train
 history, every item available with unknown category and price).
+
+Erasure (:func:`redact_users`): the files of an exported model that hold user-level data are
+``ids.json`` (``user_ids``, written by ``models.base.Recommender.export``) and ``history.npz``; an
+erased user's id becomes ``[erased-<index>]`` (the index keeps every array aligned, so the model still
+loads) and her history row becomes empty. Item-level files are left as they are.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,10 @@ FALLBACK_FILE = "fallback.json"
 HISTORY_FILE = "history.npz"
 ITEMS_FILE = "items.json"
 SERVING_FILES = (FALLBACK_FILE, HISTORY_FILE, ITEMS_FILE)
+#: The exported model's id file (``models.base``): ``{"user_ids": [...], "item_ids": [...]}``.
+IDS_FILE = "ids.json"
+#: Files of a model folder that hold user-level data (what :func:`redact_users` rewrites).
+USER_FILES = (IDS_FILE, HISTORY_FILE)
 
 #: Item metadata fields of ``items.json`` and their defaults when unknown.
 ITEM_FIELDS: dict[str, Any] = {"category": None, "brand": None, "price": None, "available": True}
@@ -209,3 +220,66 @@ def _plain(value: Any, default: Any) -> Any:
     if type(value).__name__ == "NAType":  # pandas.NA without importing pandas
         return default
     return value
+
+
+def erased_id(index: int) -> str:
+    """The id an erased user's slot carries in ``ids.json``: her index only, nothing of the id."""
+    return f"[erased-{index}]"
+
+
+def redact_users(files: Mapping[str, bytes], users: Collection[str]) -> tuple[dict[str, bytes], int]:
+    """Rewrite a model folder's user-level files without ``users``: ``(changed files, users redacted)``.
+
+    ``files`` maps names to bytes (at least ``ids.json``; ``history.npz`` when present). The user's
+    slot in ``user_ids`` becomes :func:`erased_id` and her ``history.npz`` row becomes empty, so the
+    arrays stay aligned and the model still loads; nothing is returned when no user is present.
+    """
+    if IDS_FILE not in files:
+        return {}, 0
+    ids = json.loads(files[IDS_FILE])
+    wanted = set(users)
+    user_ids = [str(u) for u in ids.get("user_ids") or []]
+    hits = [n for n, user in enumerate(user_ids) if user in wanted]
+    if not hits:
+        return {}, 0
+    for n in hits:
+        user_ids[n] = erased_id(n)
+    changed = {IDS_FILE: json.dumps({**ids, "user_ids": user_ids}).encode()}
+    if HISTORY_FILE in files:
+        with np.load(io.BytesIO(files[HISTORY_FILE]), allow_pickle=False) as npz:
+            indptr, indices = npz["indptr"].astype(np.int64), npz["indices"]
+        rows = [indices[indptr[u] : indptr[u + 1]] for u in range(len(indptr) - 1)]
+        for n in hits:
+            if n < len(rows):
+                rows[n] = rows[n][:0]
+        new_indptr, new_indices = histories_csr(rows)
+        buffer = io.BytesIO()
+        np.savez(buffer, indptr=new_indptr, indices=new_indices.astype(indices.dtype, copy=False))
+        changed[HISTORY_FILE] = buffer.getvalue()
+    return changed, len(hits)
+
+
+def model_folders(root: str | os.PathLike[str]) -> Iterator[Path]:
+    """Every exported model folder (``ids.json`` beside ``model.json``) under ``root``."""
+    base = Path(root)
+    if not base.is_dir():
+        return
+    for ids in sorted(base.rglob(IDS_FILE)):
+        if ids.is_file() and (ids.parent / "model.json").is_file():
+            yield ids.parent
+
+
+def redact_model_folders(root: str | os.PathLike[str], users: Collection[str]) -> tuple[int, int]:
+    """:func:`redact_users` on every model folder under ``root`` (training exports, MLflow artifacts), in
+    place, each file replaced whole; returns ``(folders rewritten, user slots redacted)``."""
+    folders = slots = 0
+    for folder in model_folders(root):
+        present = {name: (folder / name).read_bytes() for name in USER_FILES if (folder / name).is_file()}
+        changed, n = redact_users(present, users)
+        for name, data in changed.items():
+            tmp = folder / f".{name}.erasure-tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, folder / name)
+        folders += bool(changed)
+        slots += n
+    return folders, slots

@@ -195,9 +195,13 @@ class PromotionConfig:
     margin: float
     must_beat_popularity: bool = True
     canary_share: float = 0.0
+    publish_attempts: int = 3
+    publish_backoff_seconds: float = 2.0
+    force: bool = False
 
     def check(self) -> None:
-        _at_least("promotion", 0, margin=self.margin)
+        _at_least("promotion", 0, margin=self.margin, publish_backoff_seconds=self.publish_backoff_seconds)
+        _at_least("promotion", 1, publish_attempts=self.publish_attempts)
         if not 0.0 <= self.canary_share < 1.0:
             raise ConfigError(
                 f"config promotion.canary_share={self.canary_share} must be within [0, 1): 0 = off, else the "

@@ -28,6 +28,9 @@ Hardening:
   and a content hash), so a writer that read a stale pointer loses (:class:`StaleChampion`). It keeps
   ``generation`` (+1 per write) and ``previous`` (the pointer it replaced, for rollback). A champion
   is never replaced by a version trained on older data (manifest ``data_window.end``) unless forced.
+* Erasure (:meth:`ServingRegistry.redact_users`): versions whose ``ids.json`` holds an erased user
+  are rewritten in place (id → ``[erased-<index>]``, history row emptied), their manifests
+  re-checksummed, and ``champion.json`` / ``experiment.json`` re-pinned, so the champion still loads.
 * Failures say which kind they are: :class:`RegistryError` is bad content (refuse it for good),
   :class:`RegistryUnreachable` is a registry that cannot be reached right now (timeouts from
   ``[serving] registry_timeout_seconds``; retry with backoff).
@@ -44,7 +47,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -546,6 +549,91 @@ class ServingRegistry:
                 removed += int(self.backend.delete(key))
         return removed
 
+    def redact_users(self, users: Collection[str]) -> dict[str, Any]:
+        """Right to erasure: rewrite every published version whose ``ids.json`` holds one of ``users``
+        (``core.artifacts.redact_users``: the id becomes ``[erased-<index>]``, the history row empty),
+        re-checksum its manifest (``erased_at``, ``erased_users`` count recorded, re-signed), then re-pin
+        ``champion.json`` (same version, ``previous`` kept) and ``experiment.json`` arms to the new
+        checksums so serving loads the redacted files. Returns counts, never ids.
+        """
+        from core.artifacts import IDS_FILE, USER_FILES, redact_users
+
+        versions: list[tuple[str, str]] = []
+        for key in self.backend.list_keys(""):
+            parts = key.split("/")
+            if len(parts) == 3 and parts[2] == IDS_FILE and _NAME_RE.match(parts[0]) and _NAME_RE.match(parts[1]):
+                versions.append((parts[0], parts[1]))
+        rewritten: dict[tuple[str, str], str] = {}
+        slots = 0
+        for model_name, version in versions:
+            manifest = self._read_manifest_or_none(model_name, version)
+            present: dict[str, bytes] = {}
+            for name in USER_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    present[name] = self.backend.get(f"{model_name}/{version}/{name}")
+            changed, n = redact_users(present, users)
+            if not changed:
+                continue
+            for name, data in changed.items():
+                self.backend.put(f"{model_name}/{version}/{name}", data)
+            slots += n
+            if manifest is None:  # a half-published version: its files are redacted, there is nothing to pin
+                continue
+            files = dict(manifest.get("files") or {})
+            files.update({name: sha256_bytes(data) for name, data in changed.items() if name in files})
+            manifest.update(
+                files=files,
+                checksum=overall_checksum(files),
+                erased_at=_utcnow(),
+                erased_users=int(manifest.get("erased_users") or 0) + n,
+            )
+            manifest.pop("signature", None)
+            if self.signing_key is not None:
+                manifest["signature"] = sign(manifest, self.signing_key)
+            self.backend.put(f"{model_name}/{version}/{MANIFEST}", _dumps(manifest))
+            rewritten[(model_name, version)] = manifest["checksum"]
+        repinned = self._repin(rewritten) if rewritten else []
+        return {"versions_redacted": len(rewritten), "user_slots_redacted": slots, "repinned": repinned}
+
+    def _repin(self, checksums: Mapping[tuple[str, str], str]) -> list[str]:
+        """Point ``champion.json`` (and its ``previous``) and ``experiment.json``'s arms at the new checksums of
+        versions rewritten in place; the pointer is a compare-and-swap write like any other."""
+        done: list[str] = []
+        current, token = self.champion_state()
+        if current is not None:
+            ref = (str(current["model_name"]), str(current["version"]))
+            prev = current.get("previous") or None
+            prev_ref = None if prev is None else (str(prev.get("model_name")), str(prev.get("version")))
+            if ref in checksums or prev_ref in checksums:
+                pointer = {k: v for k, v in current.items() if k != "signature"}
+                if ref in checksums:
+                    pointer["checksum"] = checksums[ref]
+                if prev is not None and prev_ref in checksums:
+                    pointer["previous"] = {**prev, "checksum": checksums[prev_ref]}  # type: ignore[index]
+                pointer["generation"] = int(current.get("generation") or 0) + 1
+                pointer["reason"] = "re-pinned after erasure"
+                if self.signing_key is not None:
+                    pointer["signature"] = sign(pointer, self.signing_key)
+                try:
+                    self.backend.put_if(CHAMPION, _dumps(pointer), token)
+                except PreconditionFailed:
+                    raise StaleChampion(
+                        f"{self.backend.url(CHAMPION)} moved while erasure re-pinned it; run the erasure again"
+                    ) from None
+                done.append(CHAMPION)
+        try:
+            doc = self.experiment()
+        except RegistryError:
+            doc = None
+        if doc is not None and any((a["model_name"], str(a["version"])) in checksums for a in doc["arms"]):
+            arms = [
+                {**a, "checksum": checksums.get((a["model_name"], str(a["version"])), a["checksum"])}
+                for a in doc["arms"]
+            ]
+            self.write_experiment({**doc, "arms": arms})
+            done.append(EXPERIMENT)
+        return done
+
     def complete_manifest(self, model_name: str, version: str | int, purpose: str = "using it") -> dict[str, Any]:
         """The manifest of a published version whose every listed file is present (else ``RegistryError``)."""
         version = str(version)
@@ -754,16 +842,19 @@ def publish_champion(
     candidate: Mapping[str, Any],
     settings: Settings | None = None,
     manifest_extra: Mapping[str, Any] | None = None,
+    *,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Publish a promoted training candidate to the serving registry and make it the champion.
 
     ``candidate`` is ``training.train.train_model``'s result: ``model_name``, ``model_version``,
     ``run_id``, ``metrics``, ``artifact_dir`` and the data window (``data_window`` {start, end} or
     ``data_start``/``data_end``), optionally ``run_date``. Returns the ``champion.json`` pointer.
+    ``force`` replaces a champion trained on newer data (a deliberate backfill).
     """
     registry = ServingRegistry.from_settings(settings)
     manifest = publish_candidate(candidate, settings, manifest_extra, registry)
-    return registry.set_champion(manifest["model_name"], manifest["version"])
+    return registry.set_champion(manifest["model_name"], manifest["version"], force=force)
 
 
 def publish_candidate(

@@ -16,7 +16,7 @@ a failed or timed-out task or run POSTs an alert to `[alerting] webhook_url` (or
 **Params** (Trigger DAG w/ config): `dataset` (a path; empty = only what is already in the landing
 zone), `format` (`landing` | `simulated` | `events` | `s3rec` | `diginetica`), `run_date` (the last
 day of data; empty = the day before the logical date), `models`, `profile`, `protocol`, `promote`,
-`window_days` and the simulator's size.
+`force` (let a backfill replace a champion trained on newer data), `window_days` and the simulator's size.
 """
 
 from __future__ import annotations
@@ -92,6 +92,11 @@ def _runtime() -> tuple[dict[str, Any], dt.date, str, Config]:
         "profile": Param(_CFG.train.profile, enum=list(PROFILES)),
         "protocol": Param(_CFG.split.protocol, enum=list(PROTOCOLS)),
         "promote": Param(True, type="boolean", description="Promote and publish the winner if it beats the champion."),
+        "force": Param(
+            _CFG.promotion.force,
+            type="boolean",
+            description="Let the winner replace a champion trained on newer data (a deliberate backfill).",
+        ),
         "window_days": Param(_CFG.window.days, type="integer", minimum=1),
         "sim_users": Param(5000, type="integer", minimum=10),
         "sim_items": Param(2000, type="integer", minimum=10),
@@ -191,8 +196,15 @@ def recsys_daily() -> None:
 
         return train
 
-    @task(trigger_rule="none_failed_min_one_success", execution_timeout=_timeout("promote"))
+    @task(
+        trigger_rule="none_failed_min_one_success",
+        execution_timeout=_timeout("promote"),
+        retries=2,
+        retry_delay=dt.timedelta(minutes=1),
+    )
     def promote() -> dict[str, Any]:
+        """Publish first, then move the MLflow alias (each retried with backoff); a failure leaves both as
+        they were and the task's own retries run the step again."""
         from core.lake import Lake
         from core.registry import publish_champion
         from core.reports import write_report
@@ -209,6 +221,7 @@ def recsys_daily() -> None:
             cfg=cfg,
             promote=bool(params["promote"]),
             publish=publish_champion,
+            force=bool(params.get("force", cfg.promotion.force)),
         )
         write_report(lake, run_date, "promote", decision)
         return decision

@@ -18,8 +18,8 @@ date. ``stop`` ends the experiment (the champion serves everyone again; the docu
 ``stopped``).
 
 :func:`promote_winner` is the seam for concluding an experiment (the experiment report calls it
-with the winning variant): it moves the MLflow alias ``champion`` and ``champion.json`` together to
-the winner's version — the same path as the daily promotion — and marks the experiment concluded.
+with the winning variant): it moves ``champion.json`` and then the MLflow alias ``champion`` to the
+winner's version — the same order and retries as the daily promotion — and marks the experiment concluded.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import datetime as dt
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from core.config import Config, PromotionConfig, load_config
@@ -45,7 +46,7 @@ from core.experiments import (
 )
 from core.registry import RegistryError, ServingRegistry, publish_candidate
 from core.settings import Settings, get_settings
-from training.promote import POPULARITY, decide
+from training.promote import POPULARITY, decide, with_retries
 
 #: Manifest key where promotion records the offline gate a version passed.
 OFFLINE_GATE = "offline_gate"
@@ -191,13 +192,17 @@ def promote_winner(
     reason: str | None = None,
     settings: Settings | None = None,
     registry: ServingRegistry | None = None,
+    cfg: Config | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Conclude the experiment in favour of ``variant``: move the MLflow alias ``champion`` and
     ``champion.json`` together to its version, then mark the experiment ``concluded``.
 
     The arm must name its MLflow registered version (``mlflow_model_version`` in its manifest, as the
-    pipeline publishes it). The alias moves first; if ``champion.json`` cannot be written, the alias is
-    moved back and the error raised, so the two never disagree. Returns what changed.
+    pipeline publishes it). ``champion.json`` moves first (``[promotion] publish_attempts`` tries with
+    backoff, ``training.promote.with_retries``); when it cannot be written nothing else moved and the
+    error is raised. Then the alias moves (same retries); if it cannot, ``champion.json`` is put back on
+    the version it named, so the two never disagree. Returns what changed.
     """
     from training import tracking
 
@@ -224,13 +229,26 @@ def promote_winner(
             f"{arm['model_name']}/{arm['version']} names no MLflow registered version (mlflow_model_version); "
             "the MLflow alias cannot move with champion.json"
         )
+    rules = (cfg or load_config()).promotion
+
+    def retried(action: Any, what: str) -> Any:
+        return with_retries(action, what, rules.publish_attempts, rules.publish_backoff_seconds, sleep)
+
     tracking.configure(settings)
     previous = tracking.champion_version(settings)
-    tracking.set_champion(settings, str(mlflow_version))
+    before = registry.champion()
+    ref = f"{arm['model_name']}/{arm['version']}"
+    pointer = retried(
+        lambda: registry.set_champion(arm["model_name"], arm["version"]), f"pointing champion.json at {ref}"
+    )
     try:
-        pointer = registry.set_champion(arm["model_name"], arm["version"])
+        retried(
+            lambda: tracking.set_champion(settings, str(mlflow_version)),
+            f"moving the MLflow alias to v{mlflow_version}",
+        )
     except BaseException:
-        _restore_alias(settings, previous)
+        if before is not None:
+            registry.set_champion(before["model_name"], before["version"], force=True, reason="alias move failed")
         raise
     concluded = registry.write_experiment(
         {**doc, "status": CONCLUDED, "winner": variant, "ended_at": _utcnow(), "reason": reason}
@@ -245,18 +263,6 @@ def promote_winner(
         "champion": pointer,
         "document": concluded,
     }
-
-
-def _restore_alias(settings: Settings, previous: Any) -> None:
-    from mlflow import MlflowClient
-
-    from training import tracking
-
-    if previous is not None:
-        tracking.set_champion(settings, str(previous.version))
-        return
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    client.delete_registered_model_alias(settings.mlflow_registered_model, tracking.CHAMPION_ALIAS)
 
 
 # ---- canary (the daily promotion's) -------------------------------------------------------------

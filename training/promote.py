@@ -6,6 +6,14 @@ popularity must beat popularity on it (guardrail, when ``must_beat_popularity``)
 champion by the relative ``margin``. The champion is re-evaluated on today's split: yesterday's numbers
 were measured on other data and are not comparable.
 
+Order (issue 11): the winner is published to the serving registry first (``champion.json``), then the
+MLflow alias moves. A publish that fails is retried ``[promotion] publish_attempts`` times with
+exponential backoff, then raises :class:`PublishFailed` with ``champion.json`` and the alias as they
+were (the Airflow task's own retries run the whole step again). Content errors (``RegistryError``: a
+version re-published with other bytes, a lost compare-and-swap) are not retried. A champion trained on
+newer data (``data_window.end``) than the winner is never replaced by it (a backfill) unless forced
+(``[promotion] force`` or ``force=True``); the decision's reason says so.
+
 Canary (``[promotion] canary_share`` > 0, with a serving champion in place): a winner does not take all
 the traffic at once. It is published as a registry version (its offline gate recorded in the manifest)
 and started as the treatment of an experiment at ``canary_share`` against the serving champion
@@ -16,8 +24,10 @@ experiment is concluded (``training.experiment.promote_winner``, which the exper
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +41,62 @@ from models.popularity import PopularityRecommender
 from training import tracking
 
 POPULARITY = "popularity"
+log = logging.getLogger(__name__)
+
+
+class PublishFailed(RuntimeError):
+    """Publishing (or moving the alias after it) failed after every attempt; nothing else moved."""
+
+
+def with_retries(
+    action: Callable[[], Any],
+    what: str,
+    attempts: int,
+    backoff_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """``action()``, tried up to ``attempts`` times, waiting ``backoff_seconds · 2^n`` after the n-th failure.
+
+    A ``RegistryError`` (bad content, a lost compare-and-swap, a refused backfill) is raised at once:
+    trying again cannot help. The last failure raises :class:`PublishFailed` naming ``what``.
+    """
+    from core.registry import RegistryError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except RegistryError:
+            raise
+        except Exception as exc:
+            if attempt == attempts:
+                raise PublishFailed(f"{what} failed {attempts} time(s), last: {exc!r}") from exc
+            wait = backoff_seconds * 2 ** (attempt - 1)
+            log.warning("%s failed (attempt %d/%d): %r; retrying in %.1fs", what, attempt, attempts, exc, wait)
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def window_end(window: Mapping[str, Any] | None) -> dt.date | None:
+    """The last day of a ``data_window`` ({start, end}: dates or ISO timestamps), or None."""
+    end = (window or {}).get("end")
+    if not end:
+        return None
+    try:
+        return dt.date.fromisoformat(str(end)[:10])
+    except ValueError:
+        return None
+
+
+def newer_champion(candidate: Mapping[str, Any], champion_window: Mapping[str, Any] | None) -> str | None:
+    """Why ``candidate`` must not replace a champion trained on ``champion_window`` (newer data), or None."""
+    mine, theirs = window_end(candidate.get("data_window")), window_end(champion_window)
+    if mine is None or theirs is None or mine >= theirs:
+        return None
+    return (
+        f"refused: {candidate.get('model_name')} v{candidate.get('model_version')} was trained on data up to {mine}, "
+        f"older than the champion's ({theirs}); a backfill never replaces a champion trained on newer data "
+        "(force it with [promotion] force = true or the DAG param force)"
+    )
 
 
 def _value(metrics: Mapping[str, Any] | None, metric: str) -> float | None:
@@ -86,13 +152,17 @@ def compare_and_promote(
     settings: Settings | None = None,
     cfg: Config | None = None,
     promote: bool = True,
-    publish: Callable[[Mapping[str, Any]], Any] | None = None,
+    publish: Callable[..., Any] | None = None,
     serving_has_champion: Callable[[], bool] | None = None,
     start_canary: Callable[[Mapping[str, Any], float, float | None], Mapping[str, Any]] | None = None,
+    force: bool | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Decide whether one of ``candidates`` (``train_model`` results) becomes champion; act on it.
 
-    The alias moves and ``publish(winner)`` is called only when a candidate wins and ``promote`` is set.
+    ``publish(winner)`` is called, then the alias moves, only when a candidate wins and ``promote`` is set
+    (see the module docstring for retries and the backfill rule; ``force`` defaults to ``[promotion]
+    force`` and is passed on as ``publish(winner, force=True)``).
     When the serving registry has no champion yet (``serving_has_champion``, default: ask
     ``core.registry``), the MLflow champion — or failing that the winner — is published so that
     serving has a model. In canary mode (``[promotion] canary_share`` > 0) a winner facing a serving
@@ -169,15 +239,33 @@ def compare_and_promote(
                 usable[winner], rules.canary_share, baseline, run_day, settings, cfg, start_canary
             )
             reason += note
+    forced = rules.force if force is None else bool(force)
+    refused: str | None = None
+    if promoted and winner is not None and not forced:
+        refused = newer_champion(usable[winner], _champion_window(settings, champion_candidate))
+        if refused is not None:
+            promoted = False
+            reason += f"; {refused}"
+
+    def retried(action: Callable[[], Any], what: str) -> Any:
+        return with_retries(action, what, rules.publish_attempts, rules.publish_backoff_seconds, sleep)
+
     if promoted and winner is not None:
-        tracking.set_champion(settings, str(usable[winner]["model_version"]))
+        chosen = usable[winner]
         if publish is not None:
-            published = publish(usable[winner])
-    elif promote and publish is not None:
+            if forced:
+                published = retried(lambda: publish(chosen, force=True), f"publishing {winner} (forced)")
+            else:
+                published = retried(lambda: publish(chosen), f"publishing {winner}")
+        retried(
+            lambda: tracking.set_champion(settings, str(chosen["model_version"])),
+            f"moving the MLflow alias to v{chosen['model_version']} (already published: rerun promote)",
+        )
+    elif promote and publish is not None and refused is None:
         has_serving = serving_has_champion() if serving_has_champion else _serving_has_champion(settings)
         fallback = champion_candidate or (usable[winner] if winner else None)
         if not has_serving and fallback is not None:
-            published = publish(fallback)
+            published = retried(lambda: publish(fallback), f"publishing {fallback['model_name']}")
             reason += (
                 f"; serving registry had no champion, published {fallback['model_name']} v{fallback['model_version']}"
             )
@@ -196,7 +284,10 @@ def compare_and_promote(
         "promoted": promoted,
         "published": published,
         "reason": reason,
+        "forced": forced,
     }
+    if refused is not None:
+        decision["refused"] = refused
     if canary is not None:
         decision["canary"] = canary
     decision["comparison_run_id"] = tracking.log_comparison(decision, decision["run_date"], settings)
@@ -228,6 +319,20 @@ def _start_canary(
         f"; canary: {name} starts at {share:.0%} of traffic in experiment {doc['name']!r} against the serving "
         "champion (concluded by the experiment report); the champion alias did not move"
     )
+
+
+def _champion_window(settings: Settings, mlflow_champion: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The data window of the serving champion (its manifest), else of the MLflow champion's run."""
+    from core.registry import RegistryError, ServingRegistry
+
+    try:
+        registry = ServingRegistry.from_settings(settings)
+        pointer = registry.champion()
+        if pointer is not None:
+            return registry.manifest(pointer["model_name"], pointer["version"]).get("data_window")
+    except RegistryError:
+        pass
+    return None if mlflow_champion is None else mlflow_champion.get("data_window")
 
 
 def _run_window(run_id: str) -> dict[str, str | None]:

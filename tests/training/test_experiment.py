@@ -15,6 +15,7 @@ from core.settings import get_settings
 from tests.core.test_registry import export_toy
 from training import tracking
 from training.experiment import ExperimentRefused, main, promote_winner, start_experiment
+from training.promote import PublishFailed
 
 RUN = {"run_date": "2024-01-03", "data_window": {"start": "2023-12-01", "end": "2024-01-03"}}
 
@@ -147,15 +148,15 @@ def test_promote_winner_moves_champion_json_and_the_mlflow_alias_together(
     with pytest.raises(ExperimentRefused, match="already concluded"):
         promote_winner("treatment")
 
-    # champion.json cannot be written: the alias goes back, nothing is concluded
+    # champion.json cannot be written (after its retries): the alias never moved, nothing is concluded
     start_experiment("exp2", ("toy", "2"), [("toy", "3")], registry=reg)
 
     def broken(self: ServingRegistry, model_name: str, version: str) -> dict:
         raise OSError("registry unreachable")
 
     monkeypatch.setattr(ServingRegistry, "set_champion", broken)
-    with pytest.raises(OSError, match="registry unreachable"):
-        promote_winner("treatment")
+    with pytest.raises(PublishFailed, match="registry unreachable"):
+        promote_winner("treatment", sleep=lambda _: None)
     monkeypatch.undo()
     assert alias(mlflow_versions) == "2" and reg.champion()["version"] == "2"
     assert reg.experiment()["status"] == "running"
