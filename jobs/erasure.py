@@ -35,8 +35,16 @@ A request file that breaks the contract is left in place, named in the report (n
 fails the job after the valid ones are done: the DAG's ``erase`` task runs before ``ingest``, so no
 training run starts while an erasure request is pending.
 
-Not covered here: the serving state and landing buffer (the API's route), trained models in the
-serving registry and MLflow (the next training run no longer sees the user).
+**Trained models.** Every exported model that holds the user is redacted in place
+(``core.artifacts.redact_users``: her id in ``ids.json`` becomes ``[erased-<index>]``, her
+``history.npz`` row empty; item-level files and the arrays stay, so each model still loads): every
+version of the serving registry (``ServingRegistry.redact_users`` re-checksums the manifest and
+re-pins ``champion.json`` and ``experiment.json``, so the champion keeps serving), and every model
+folder of the local MLflow artifact root and of the training exports (``<home>/artifacts``). A remote
+MLflow artifact store (``s3://``) is named in the report as not redacted. The day's training runs after
+``erase``, so the next published model never saw the user.
+
+Not covered here: the serving state and landing buffer (the API's ``DELETE /v1/users`` route).
 """
 
 from __future__ import annotations
@@ -490,10 +498,14 @@ def run(
     reports_dir: str | os.PathLike[str] | None = None,
     salt: str | None = None,
     now: dt.datetime | None = None,
+    registry_uri: str | None = None,
+    model_roots: list[str] | None = None,
 ) -> dict[str, Any]:
     """Carry out every pending erasure request (see the module docstring); return the report (no ids in it).
 
-    ``reports_dir`` (default ``RECSYS_REPORTS_DIR``) is redacted too; ``salt`` defaults to
+    ``reports_dir`` (default ``RECSYS_REPORTS_DIR``) is redacted too, and so are the trained models of
+    ``registry_uri`` (default ``RECSYS_REGISTRY_URI``) and under ``model_roots`` (default: the MLflow
+    artifact root and ``<home>/artifacts``; ``[]`` = none); ``salt`` defaults to
     ``RECSYS_ERASURE_SALT``. ``cfg`` and ``window_days`` are accepted for a uniform job signature:
     erasure covers every day of every layer. Raises ``ErasureError`` when a request file breaks the
     contract (after doing the valid ones) or when requests are pending and no salt is set.
@@ -507,8 +519,13 @@ def run(
     report["invalid_requests"] = invalid
     if requests:
         key = _salt(salt)
-        reports = Path(reports_dir if reports_dir is not None else get_settings().reports)
-        report.update(_erase(lake, requests, spark, reports, key, now or dt.datetime.now(dt.UTC), run_date))
+        settings = get_settings()
+        reports = Path(reports_dir if reports_dir is not None else settings.reports)
+        models = ModelStores(
+            registry_uri if registry_uri is not None else settings.registry,
+            model_roots if model_roots is not None else [settings.artifact_root, str(settings.home / "artifacts")],
+        )
+        report.update(_erase(lake, requests, spark, reports, key, now or dt.datetime.now(dt.UTC), run_date, models))
     write_report(lake.root, run_date, "erase", report)
     if invalid:
         names = ", ".join(f"{i['file']} ({i['error']})" for i in invalid)
@@ -527,6 +544,7 @@ def _erase(
     salt: str,
     now: dt.datetime,
     run_date: dt.date,
+    models: ModelStores | None = None,
 ) -> dict[str, Any]:
     normalised = sorted({r.normalised for r in requests})
     given = sorted({r.user_id for r in requests} | set(normalised))
@@ -551,6 +569,8 @@ def _erase(
             if n:
                 redacted += n
                 removed.files["reports" if folder == reports or "reports" in path.parts else "other"] += 1
+
+    erased_models = erase_models(models, given) if models is not None else {}
 
     done_at = now.isoformat()
     entries = []
@@ -581,7 +601,49 @@ def _erase(
         "removed": {layer: sum(c.values()) for layer, c in sorted(removed.counts.items())},
         "files_rewritten": dict(sorted(removed.files.items())),
         "ids_redacted_in_text": redacted,
+        "models": erased_models,
     }
+
+
+@dataclass(frozen=True)
+class ModelStores:
+    """Where trained models live: the serving registry (path or ``s3://``) and local folders of model exports."""
+
+    registry_uri: str
+    roots: list[str] = field(default_factory=list)
+
+
+def erase_models(stores: ModelStores, users: list[str]) -> dict[str, Any]:
+    """Redact ``users`` from every exported model of ``stores`` (see the module docstring); counts, no ids."""
+    from core.artifacts import redact_model_folders
+    from core.registry import ServingRegistry
+    from core.settings import get_settings
+
+    out: dict[str, Any] = {}
+    if stores.registry_uri:
+        settings = get_settings()
+        registry = ServingRegistry(
+            stores.registry_uri,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            signing_key=settings.registry_signing_key or None,
+        )
+        out["registry"] = registry.redact_users(users)
+    folders = slots = 0
+    skipped = []
+    for root in dict.fromkeys(stores.roots):
+        if root.startswith("file://"):
+            root = root.removeprefix("file://")
+        elif "://" in root:
+            skipped.append(root)
+            continue
+        f, n = redact_model_folders(root, users)
+        folders, slots = folders + f, slots + n
+    out["model_folders_redacted"] = folders
+    out["model_folder_user_slots"] = slots
+    if skipped:
+        out["not_redacted_remote_stores"] = skipped
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
