@@ -81,3 +81,10 @@ secrets:
 
 erase: venv
 	$(PY) -m jobs.erasure $(if $(ERASE_USER),--request "$(ERASE_USER)") $(ERASE_ARGS)
+
+# Operator commands over the serving registry, the lake's gold run dates and MLflow (training/registry.py).
+REGISTRY_ARGS ?= status
+.PHONY: registry
+
+registry: venv
+	$(PY) -m training.registry $(REGISTRY_ARGS)
