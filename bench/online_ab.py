@@ -95,14 +95,14 @@ class Sizes:
 
 
 QUICK = Sizes(
-    users=1000,
+    users=500,
     items=300,
     categories=10,
     brands=30,
-    history_days=8,
-    days=2,
-    shoppers=900,
-    sessions_per_day=1.2,
+    history_days=14,
+    days=5,
+    shoppers=490,
+    sessions_per_day=1.5,
     concurrency=2,
 )
 
@@ -395,6 +395,8 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
     p.add_argument("--json-out", default=None, help="also write the JSON result to this file")
     p.add_argument("--users", type=int, help=f"the shop's users (default {d.users})")
     p.add_argument("--items", type=int, help=f"the shop's items (default {d.items})")
+    p.add_argument("--categories", type=int, help=f"the shop's categories (default {d.categories})")
+    p.add_argument("--brands", type=int, help=f"the shop's brands (default {d.brands})")
     p.add_argument("--history-days", type=int, help=f"simulated days before the experiment (default {d.history_days})")
     p.add_argument("--days", type=int, help=f"simulated experiment days (default {d.days})")
     p.add_argument("--shoppers", type=int, help=f"users who browse the API (default {d.shoppers})")
@@ -412,7 +414,7 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
     p.add_argument("--seed", type=int, help=f"shop and shoppers seed (default {d.seed})")
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else d
-    fields = ("users", "items", "history_days", "days", "shoppers", "sessions_per_day", "pages", "concurrency",
+    fields = ("users", "items", "categories", "brands", "history_days", "days", "shoppers", "sessions_per_day", "pages", "concurrency",
               "complement_interest")  # fmt: skip
     changes = {f: getattr(args, f) for f in (*fields, "profile", "seed") if getattr(args, f) is not None}
     return replace(sizes, **changes), args
