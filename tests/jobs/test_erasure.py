@@ -104,7 +104,9 @@ def cfg() -> Config:
     return load_config().replace(split={"min_user_items": 3})
 
 
-def test_a_user_planted_in_every_layer_leaves_no_byte_behind(spark, tmp_path: Path, cfg: Config) -> None:
+def test_a_user_planted_in_every_layer_leaves_no_byte_behind(
+    spark, tmp_path: Path, cfg: Config, recsys_home: Path
+) -> None:
     lake = Lake(tmp_path / "lake")
     reports = tmp_path / "reports"
     _plant(lake)
@@ -172,7 +174,10 @@ def test_a_user_planted_in_every_layer_leaves_no_byte_behind(spark, tmp_path: Pa
     assert _traces(lake.root, VICTIM) == set()
 
 
-def test_requests_need_a_salt_and_the_contract(spark, tmp_path: Path, cfg: Config, monkeypatch) -> None:
+def test_requests_need_a_salt_and_the_contract(
+    spark, tmp_path: Path, cfg: Config, monkeypatch, recsys_home: Path
+) -> None:
+    """(``recsys_home``: erasure also redacts trained models, so the settings' registry must be a test one.)"""
     lake = Lake(tmp_path / "lake")
     assert erasure.run(lake.root, DAY2, cfg, spark, reports_dir=tmp_path / "r")["requests"] == 0  # nothing to do
 
