@@ -231,6 +231,13 @@ def compare_and_promote(
     published: Any = None
     canary: dict[str, Any] | None = None
     run_day = run_date.isoformat() if isinstance(run_date, dt.date) else str(run_date)
+    forced = rules.force if force is None else bool(force)
+    refused: str | None = None
+    if promoted and winner is not None and not forced:
+        refused = newer_champion(usable[winner], _champion_window(settings, champion_candidate))
+        if refused is not None:
+            promoted = False
+            reason += f"; {refused}"
     if promoted and winner is not None and rules.canary_share > 0:
         has_serving = serving_has_champion() if serving_has_champion else _serving_has_champion(settings)
         if has_serving:
@@ -239,13 +246,6 @@ def compare_and_promote(
                 usable[winner], rules.canary_share, baseline, run_day, settings, cfg, start_canary
             )
             reason += note
-    forced = rules.force if force is None else bool(force)
-    refused: str | None = None
-    if promoted and winner is not None and not forced:
-        refused = newer_champion(usable[winner], _champion_window(settings, champion_candidate))
-        if refused is not None:
-            promoted = False
-            reason += f"; {refused}"
 
     def retried(action: Callable[[], Any], what: str) -> Any:
         return with_retries(action, what, rules.publish_attempts, rules.publish_backoff_seconds, sleep)
