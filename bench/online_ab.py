@@ -92,18 +92,22 @@ class Sizes:
     concurrency: int = 4
     profile: str = "quick"
     seed: int = 42
+    #: The history's last day (ISO); default the day before the experiment. The simulator draws each day from
+    #: its date, so a fixed history gives the same data and the same fitted models on every day the bench runs.
+    history_end: str | None = None
 
 
 QUICK = Sizes(
-    users=500,
+    users=1500,
     items=300,
     categories=10,
     brands=30,
     history_days=14,
-    days=5,
-    shoppers=490,
+    days=3,
+    shoppers=700,
     sessions_per_day=1.5,
     concurrency=2,
+    history_end="2026-11-28",
 )
 
 
@@ -310,13 +314,16 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
     settings = _settings(work)
     cfg = load_config()
     calendar = Calendar.ending_yesterday(sizes.days)
+    history_end = dt.date.fromisoformat(sizes.history_end) if sizes.history_end else calendar.history_end
+    if history_end > calendar.history_end:
+        raise ValueError(f"history_end {history_end} must be before the experiment's first day {calendar.start}")
     sim = SimConfig(
         n_users=sizes.users,
         n_items=sizes.items,
         n_categories=sizes.categories,
         n_brands=sizes.brands,
         days=sizes.history_days,
-        end_date=calendar.history_end,
+        end_date=history_end,
         seed=sizes.seed,
     )
     spark = get_spark("online-ab", shuffle_partitions=4)
@@ -325,8 +332,8 @@ def run(sizes: Sizes, work: Path) -> dict[str, Any]:
     _log(f"simulating {sizes.history_days} days of history ({sizes.users} users, {sizes.items} items)")
     history = simulate_history(sim, settings.lake, cfg, spark)
     lap("history")
-    events, items = silver_frames(lake, calendar.history_end)
-    offline = train_and_publish(events, items, calendar.history_end, sizes, settings, cfg, work / "artifacts")
+    events, items = silver_frames(lake, history_end)
+    offline = train_and_publish(events, items, history_end, sizes, settings, cfg, work / "artifacts")
     lap("train")
 
     doc = start_experiment(
@@ -398,6 +405,7 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
     p.add_argument("--categories", type=int, help=f"the shop's categories (default {d.categories})")
     p.add_argument("--brands", type=int, help=f"the shop's brands (default {d.brands})")
     p.add_argument("--history-days", type=int, help=f"simulated days before the experiment (default {d.history_days})")
+    p.add_argument("--history-end", help="the history's last day, YYYY-MM-DD (default: the day before the experiment)")
     p.add_argument("--days", type=int, help=f"simulated experiment days (default {d.days})")
     p.add_argument("--shoppers", type=int, help=f"users who browse the API (default {d.shoppers})")
     p.add_argument(
@@ -414,7 +422,7 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, argparse.Namespace]:
     p.add_argument("--seed", type=int, help=f"shop and shoppers seed (default {d.seed})")
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else d
-    fields = ("users", "items", "categories", "brands", "history_days", "days", "shoppers", "sessions_per_day", "pages", "concurrency",
+    fields = ("users", "items", "categories", "brands", "history_days", "history_end", "days", "shoppers", "sessions_per_day", "pages", "concurrency",
               "complement_interest")  # fmt: skip
     changes = {f: getattr(args, f) for f in (*fields, "profile", "seed") if getattr(args, f) is not None}
     return replace(sizes, **changes), args
