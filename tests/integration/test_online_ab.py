@@ -48,7 +48,9 @@ def test_the_sequential_model_wins_the_online_ab_through_the_running_api(tmp_pat
     assert ctr["lift"] > 0 and ctr["lift_ci"][0] > 0, ctr
     assert ctr["p_value"] < 0.01, ctr
     assert analysis["srm"]["checked"] and analysis["srm"]["passed"], analysis["srm"]
-    assert "| ctr |" in result["markdown"] and "Sample-ratio check**: passed" in result["markdown"]
+    markdown = Path(report["files"]["markdown"]).read_text()
+    assert "| ctr |" in markdown and "Sample-ratio check**: passed" in markdown
+    assert "| ctr |" in proc.stdout, "the bench prints the report"
 
     # nothing lost: every answer the shoppers got is an exposure of one arm, every click is attributed
     assert shoppers["n_errors"] == 0
