@@ -411,7 +411,8 @@ def run(
         spark,
         units,
         transform=ingest_events,
-        columns=BRONZE_EVENT_COLUMNS,
+        # the landing file of each row: the raw gate names the files behind a failure (jobs.quarantine)
+        columns=(*BRONZE_EVENT_COLUMNS, SOURCE_FILE_COL),
         invalid_cols=("price_invalid", "quantity_invalid"),
         force=force,
     )

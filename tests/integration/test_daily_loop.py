@@ -3,8 +3,9 @@
 One small simulated shop, run through ``make pipeline``'s entry point (``airflow dags test``):
 1. the run succeeds and ends with a champion in the registry, and the API answers for a known user;
 2. rerunning the same day leaves identical row counts in every lake partition;
-3. a corrupted events file fails the run at ``validate_raw``, names what is wrong, and leaves
-   ``champion.json`` untouched.
+3. a corrupted events file fails the run at ``validate_raw``, names what is wrong and the landing file
+   it came in, and leaves ``champion.json`` untouched; ``make quarantine`` sets the file aside and the
+   next default run succeeds.
 """
 
 from __future__ import annotations
@@ -135,3 +136,19 @@ def test_corrupted_events_fail_at_validation_and_keep_champion(first_run, tmp_pa
     reports = home / "lake" / "reports" / day.isoformat()
     assert not (reports / "clean.json").exists(), "clean ran after a failed raw gate"
     assert not (reports / "promote.json").exists()
+    assert "landing files that brought the offending rows:" in proc.stdout, proc.stdout[-4000:]
+    named_file = f"landing/events/dt={day.isoformat()}/"
+    assert named_file in proc.stdout, proc.stdout[-4000:]
+
+    # the README's command sets the drop aside (kept, audited), so the next default run passes
+    # (tests/jobs/test_quarantine.py shows that until then every run fails the day again)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "AIRFLOW"))}
+    quarantine = subprocess.run(
+        ["make", "quarantine"], cwd=PROJECT_ROOT, env={**env, "RECSYS_HOME": str(home)}, capture_output=True, text=True
+    )
+    assert quarantine.returncode == 0, quarantine.stdout[-3000:] + quarantine.stderr[-3000:]
+    kept = list((home / "lake" / "quarantine").rglob("*.jsonl"))
+    assert kept and any(named_file in line for line in (home / "lake" / "quarantine" / "audit.jsonl").open())
+    after = _pipeline(home, "--format", "simulated", "--run-date", day.isoformat(), *SIM)
+    assert after.returncode == 0, after.stdout[-6000:] + after.stderr[-3000:]
+    assert "outcome=success" in after.stdout

@@ -131,7 +131,9 @@ def test_run_writes_every_changed_day_with_its_manifest_and_quarantine(spark, tm
     assert report["ingested_days"] == [d1.isoformat(), d2.isoformat(), d3.isoformat()]
     for day, lines in landed.items():
         expected = ingest_events(_lines(spark, lines)).cache()
-        assertDataFrameEqual(spark.read.parquet(str(lake.bronze_events(day))), accepted(expected, BRONZE_EVENT_COLUMNS))
+        bronze = spark.read.parquet(str(lake.bronze_events(day)))
+        assert {r[0] for r in bronze.select("source_file").distinct().collect()} <= {"sim-0.jsonl"}, "the landing file"
+        assertDataFrameEqual(bronze.drop("source_file"), accepted(expected, BRONZE_EVENT_COLUMNS))
         manifest = json.loads((lake.bronze_events(day) / SOURCE_MANIFEST).read_text())
         assert manifest["counts"] == {k: v for k, v in report["days"][day.isoformat()].items() if k != "status"}
         quarantine = rejected_path(lake, day)
