@@ -8,6 +8,7 @@ process started with ``make serve``, the config loader, ``make pipeline``'s Airf
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -200,6 +201,58 @@ def check_airflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert f"export AIRFLOW_HOME={tmp_path / 'af'}" in out.stdout.splitlines()
 
 
+def check_api_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.auth import SCOPES, add_key, new_key
+
+    def metrics_status(headers: dict[str, str]) -> int:
+        get_settings.cache_clear()
+        with TestClient(create_app(ServingSettings(), poll=False)) as client:
+            return client.get("/metrics", headers=headers).status_code
+
+    monkeypatch.setenv("RECSYS_API_KEYS_FILE", str(tmp_path / "keys.json"))
+    from_file = add_key(tmp_path / "keys.json", "ops", ["admin"])
+    inline, record = new_key("inline", SCOPES)
+    monkeypatch.setenv("RECSYS_API_KEYS", json.dumps({"keys": [record.to_json()]}))
+    assert metrics_status({}) == 401
+    assert metrics_status({"Authorization": f"Bearer {from_file}"}) == 200
+    assert metrics_status({"X-API-Key": inline}) == 200
+    monkeypatch.setenv("RECSYS_AUTH_DISABLED", "true")
+    assert metrics_status({}) == 200
+
+
+def check_wal_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.app import create_app
+
+    monkeypatch.setenv("RECSYS_WAL_DIR", str(tmp_path / "wal"))
+    get_settings.cache_clear()
+    create_app(ServingSettings(), poll=False)
+    assert any((tmp_path / "wal").glob("slot-*")), "the API opened its write-ahead log there"
+
+
+def check_erasure_salt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.erasure import Erasure, ErasureNotConfigured
+
+    with pytest.raises(ErasureNotConfigured):
+        Erasure(tmp_path / "lake", ServingSettings().erasure_salt or None).check()
+    monkeypatch.setenv("RECSYS_ERASURE_SALT", "s" * 40)
+    assert Erasure(tmp_path / "lake", ServingSettings().erasure_salt or None).check() == "s" * 40
+
+
+def check_signing_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.registry import ServingRegistry, sign
+
+    monkeypatch.setenv("RECSYS_REGISTRY_URI", str(tmp_path / "reg"))
+    monkeypatch.setenv("RECSYS_REGISTRY_SIGNING_KEY", "k" * 32)
+    registry = ServingRegistry.from_settings(Settings())
+    document = {"model_name": "bpr", "version": "1"}
+    registry._check_signature({**document, "signature": sign(document, "k" * 32)}, "champion.json")
+    with pytest.raises(Exception, match=r"sign"):
+        registry._check_signature(document, "champion.json")
+
+
 CHECKS: dict[str, Callable[[Path, pytest.MonkeyPatch], None]] = {
     "RECSYS_HOME": check_home,
     "RECSYS_LAKE_URI": check_lake,
@@ -222,6 +275,12 @@ CHECKS: dict[str, Callable[[Path, pytest.MonkeyPatch], None]] = {
     "RECSYS_REPORTS_DIR": check_reports,
     "RECSYS_CONFIG": check_config,
     "AIRFLOW_HOME": check_airflow_home,
+    "RECSYS_API_KEYS_FILE": check_api_keys,
+    "RECSYS_API_KEYS": check_api_keys,
+    "RECSYS_AUTH_DISABLED": check_api_keys,
+    "RECSYS_WAL_DIR": check_wal_dir,
+    "RECSYS_ERASURE_SALT": check_erasure_salt,
+    "RECSYS_REGISTRY_SIGNING_KEY": check_signing_key,
 }
 
 
