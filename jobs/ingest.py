@@ -74,17 +74,7 @@ BAD_TS = "unparseable_ts"
 #: Counted, never written: an empty line is not a record.
 NOT_RECORDS = (BLANK,)
 
-RAW_EVENT_FIELDS = (
-    EVENT_ID_COL,
-    USER_COL,
-    ITEM_COL,
-    EVENT_TYPE_COL,
-    TS_COL,
-    SESSION_COL,
-    PRICE_COL,
-    QUANTITY_COL,
-    *REQUEST_EVENT_COLUMNS,
-)
+RAW_EVENT_FIELDS = (*EVENT_COLUMNS, *REQUEST_EVENT_COLUMNS)
 #: What bronze keeps of an event: the contract's columns, then the request it followed.
 BRONZE_EVENT_COLUMNS = (*EVENT_COLUMNS, *REQUEST_EVENT_COLUMNS)
 RAW_ITEM_FIELDS = (ITEM_COL, CATEGORY_COL, BRAND_COL, PRICE_COL, AVAILABLE_COL, TITLE_COL, ATTRIBUTES_COL)
